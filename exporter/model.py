@@ -1,0 +1,161 @@
+"""The data that flows from the reader to the collector: raw samples and derived snapshots.
+
+A `Sample` holds the facts one poll read from Redis, all taken at one instant (Redis `TIME`).
+A `Snapshot` is a sample plus what only a sequence of samples can tell: counters rebuilt from
+Sidekiq's per-minute metric buckets and time spent breaching a queue's SLA.
+
+Nothing here knows Redis or Prometheus; everything is frozen so a snapshot can be shared
+between the poller and any number of concurrent scrapes without locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Sidekiq's execution-time histogram: 26 buckets with these exclusive upper bounds in
+# milliseconds, the last one unbounded (`lib/sidekiq/metrics/shared.rb`, 6.5.2 through 8.1).
+HISTOGRAM_BUCKET_BOUNDS_MS: tuple[int, ...] = (
+    20, 30, 45, 65, 100, 150, 225, 335, 500, 750, 1_100, 1_700, 2_500, 3_800,
+    5_750, 8_500, 13_000, 20_000, 30_000, 45_000, 65_000, 100_000, 150_000,
+    225_000, 335_000,
+)  # fmt: skip
+HISTOGRAM_BUCKETS = len(HISTOGRAM_BUCKET_BOUNDS_MS) + 1
+
+
+def clamp_age(now: float, then: float | None) -> float:
+    """Seconds from `then` to `now`, never negative (clock skew between hosts), 0 if unknown."""
+    if then is None:
+        return 0.0
+    return max(0.0, now - then)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSample:
+    """One queue: its size and the timestamp of its oldest job (the next one to run)."""
+
+    name: str
+    size: int
+    # Epoch seconds of the oldest job's `enqueued_at` (else `created_at`); None when the
+    # queue is empty or the job carries neither.
+    oldest_job_timestamp: float | None
+    paused: bool
+
+    def latency_at(self, now: float) -> float:
+        """Age of the oldest job at `now`, as Sidekiq's `Queue#latency` computes it."""
+        return clamp_age(now, self.oldest_job_timestamp)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSample:
+    """One live Sidekiq process (its heartbeat hash exists)."""
+
+    identity: str
+    hostname: str
+    tag: str
+    version: str  # "" before Sidekiq 7.0.2, which is the first to report it
+    concurrency: int
+    busy: int
+    heartbeat_timestamp: float
+    start_timestamp: float
+    quiet: bool
+    rss_bytes: int
+    redis_rtt_seconds: float
+    # Threads that can serve each queue: per capsule where `info.capsules` says (8.0.9+),
+    # otherwise the whole process concurrency for every queue it listens to.
+    queue_capacity: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """One job running now, from a process's work hash."""
+
+    process_identity: str
+    queue: str
+    job_class: str
+    run_at: float  # epoch seconds the job started (`run_at`, whole seconds in every version)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledSetSample:
+    """A sorted set whose score is a due time: `schedule` or `retry`."""
+
+    size: int
+    overdue: int  # members whose score is already in the past
+    oldest_score: float | None  # lowest score, None when the set is empty
+
+
+@dataclass(frozen=True, slots=True)
+class ClassMinute:
+    """One job class in one per-minute metrics bucket (Sidekiq 6.5.2+ / 7 / 8)."""
+
+    job_class: str
+    executions: int  # `<class>|p`: every execution, failures included
+    failures: int  # `<class>|f`
+    milliseconds: int  # `<class>|ms`: wall time of successful executions
+    histogram: tuple[int, ...]  # HISTOGRAM_BUCKETS counts, fastest bucket first
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsMinute:
+    """One `j|…` hash: one minute of Sidekiq's execution metrics in one key family."""
+
+    key: str  # the Redis key; unique per minute and family, used to de-duplicate re-reads
+    minute_start: int  # epoch seconds of the minute's start (UTC)
+    classes: tuple[ClassMinute, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Everything one poll read from one Sidekiq Redis, at one instant."""
+
+    redis_time: float  # Redis `TIME`, epoch seconds: the reference clock for every age
+    processed: int
+    failed: int
+    scheduled: ScheduledSetSample
+    retry: ScheduledSetSample
+    dead_size: int
+    queues: tuple[QueueSample, ...]
+    processes: tuple[ProcessSample, ...]
+    running_jobs: tuple[RunningJob, ...]
+    metrics_minutes: tuple[MetricsMinute, ...]
+    round_trips: int
+    commands: int
+    skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> items skipped here
+
+
+@dataclass(frozen=True, slots=True)
+class JobClassTotals:
+    """Counters for one job class, accumulated over every minute bucket the exporter saw."""
+
+    executions: int = 0
+    failures: int = 0
+    milliseconds: int = 0
+    histogram: tuple[int, ...] = (0,) * HISTOGRAM_BUCKETS  # per bucket, not cumulative
+
+    @property
+    def successes(self) -> int:
+        """Executions that did not raise: the population of `milliseconds` and `histogram`."""
+        return self.executions - self.failures
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSla:
+    """The latency a queue promises, and where that promise was found."""
+
+    seconds: float | None  # None: no SLA known
+    component: str  # "" when none
+    source: str  # "name", "config" or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A sample plus the state derived from earlier samples; what `/metrics` renders."""
+
+    target: str
+    sample: Sample
+    job_classes: Mapping[str, JobClassTotals]
+    job_metrics_supported: bool
+    queue_slas: Mapping[str, QueueSla]
+    sla_breach_seconds: Mapping[str, float]
+    skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> dropped by limits

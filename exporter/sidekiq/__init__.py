@@ -1,0 +1,1 @@
+"""Everything that knows Sidekiq's Redis layout: key names, decoders and the reader."""

@@ -1,0 +1,272 @@
+"""Pure decoders for the values Sidekiq stores in Redis.
+
+Each decoder takes raw bytes as Redis returned them and gives back a model value or a `Skip`
+naming why the item was unusable. Nothing here raises on bad data and nothing talks to Redis.
+Section numbers (§) refer to `shared/sidekiq-redis-layout.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.model import HISTOGRAM_BUCKETS, ClassMinute, ProcessSample, RunningJob
+
+# Skip reasons: the values of `sidekiq_exporter_skipped_items_total{reason}`.
+INVALID_JOB = "invalid_job"  # queue tail that is not a JSON object, or a bad timestamp in it
+INVALID_PROCESS = "invalid_process"  # process hash whose `info` or numeric fields don't parse
+INVALID_WORK = "invalid_work"  # work-hash value that is empty or doesn't parse
+INVALID_METRIC = "invalid_metric"  # `j|` field or histogram that doesn't parse
+WRONG_TYPE = "wrong_type"  # a key that holds another Redis type (WRONGTYPE)
+COMMAND_ERROR = "command_error"  # any other error reply to a single command
+
+# Sidekiq 8 writes job timestamps as integer epoch milliseconds, older versions as float epoch
+# seconds. An integer below 1e11 is taken as seconds: 1e11 s is the year 5138, 1e11 ms is 1973.
+_MILLISECONDS_THRESHOLD = 100_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """An item that could not be used, and the reason it is counted under."""
+
+    reason: str
+
+
+def _as_text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def parse_int(raw: bytes | str | None, default: int = 0) -> int | None:
+    """Integer text as Sidekiq writes it (`"5"`); `default` when absent, None when malformed."""
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        try:
+            value = float(raw)  # tolerate "5.0" from non-Ruby producers
+        except ValueError:
+            return None
+        return int(value) if math.isfinite(value) else None
+
+
+def parse_float(raw: bytes | str | None) -> float | None:
+    """Float text as Ruby's `Float#to_s` writes it; None when absent or malformed."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def payload_timestamp(value: object) -> float | Skip | None:
+    """Epoch seconds from a job timestamp (`enqueued_at`, `created_at`, …), per field per job.
+
+    Sidekiq ≤ 7.3 writes a Float of seconds; 8.0+ an Integer of milliseconds, and its own rule
+    is `is_a?(Float)` (v8.0.0 lib/sidekiq/api.rb:280-289). `json.loads` keeps that distinction:
+    a token with `.` or an exponent becomes a float. None when the field is absent.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return Skip(INVALID_JOB)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else Skip(INVALID_JOB)
+    if isinstance(value, int):
+        return value / 1000.0 if value >= _MILLISECONDS_THRESHOLD else float(value)
+    return Skip(INVALID_JOB)
+
+
+def job_class(job: Mapping[str, Any]) -> str | None:
+    """The class Sidekiq's metrics and Web UI show: `wrapped` (ActiveJob) if set, else `class`."""
+    for field_name in ("wrapped", "class"):
+        value = job.get(field_name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _load_object(raw: bytes | str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def oldest_job_timestamp(raw: bytes | None) -> float | Skip | None:
+    """Latency reference of a queue's oldest job: `enqueued_at`, else `created_at` (8.1.1+ rule).
+
+    None for an empty queue or a job with neither field: Sidekiq reports latency 0 then.
+    """
+    if raw is None:
+        return None
+    job = _load_object(raw)
+    if job is None:
+        return Skip(INVALID_JOB)
+    for field_name in ("enqueued_at", "created_at"):
+        timestamp = payload_timestamp(job.get(field_name))
+        if timestamp is not None:
+            return timestamp
+    return None
+
+
+def _capacity_by_queue(info: Mapping[str, Any], concurrency: int) -> dict[str, int] | None:
+    """Threads able to serve each queue, from `capsules` (8.0.9+) or `queues` (all versions)."""
+    capsules = info.get("capsules")
+    if isinstance(capsules, dict) and len(capsules) > 1:
+        # Several capsules (7.0+): each serves its own queues with its own threads. The
+        # capsule concurrency is the boot-time value (`info` is cached); with one capsule the
+        # live process concurrency (8.1.2+ hash field) is the better number, used below.
+        capacity: dict[str, int] = {}
+        for capsule in capsules.values():
+            if not isinstance(capsule, dict):
+                return None
+            threads = capsule.get("concurrency")
+            weights = capsule.get("weights")
+            if not isinstance(threads, int) or not isinstance(weights, dict):
+                return None
+            for queue in weights:
+                capacity[str(queue)] = capacity.get(str(queue), 0) + threads
+        return capacity
+    queue_names: list[str] = []
+    if isinstance(capsules, dict) and capsules:
+        (capsule,) = capsules.values()
+        if isinstance(capsule, dict) and isinstance(capsule.get("weights"), dict):
+            queue_names = [str(q) for q in capsule["weights"]]
+    if not queue_names:
+        queues = info.get("queues", [])
+        if not isinstance(queues, list):
+            return None
+        queue_names = [str(q) for q in queues]
+    return dict.fromkeys(queue_names, concurrency)
+
+
+def decode_process(identity: str, fields: Sequence[bytes | None]) -> ProcessSample | Skip | None:
+    """One process from `HMGET <id> info concurrency busy beat quiet rss rtt_us`.
+
+    None when `info` is missing: the hash expired and the `processes` member is stale (§5.5),
+    which Sidekiq's own `ProcessSet#each` also skips.
+    """
+    info_raw, concurrency_raw, busy_raw, beat_raw, quiet_raw, rss_raw, rtt_raw = fields
+    if info_raw is None:
+        return None
+    info = _load_object(info_raw)
+    if info is None:
+        return Skip(INVALID_PROCESS)
+    # 8.1.2 moved `concurrency` out of `info` into its own hash field, refreshed every beat.
+    if concurrency_raw is not None:
+        concurrency = parse_int(concurrency_raw)
+    else:
+        info_concurrency = info.get("concurrency", 0)
+        concurrency = info_concurrency if isinstance(info_concurrency, int) else None
+    busy = parse_int(busy_raw)
+    rss_kib = parse_int(rss_raw)
+    rtt_us = parse_int(rtt_raw)
+    beat = parse_float(beat_raw)
+    started_at = info.get("started_at", 0.0)
+    if (
+        concurrency is None
+        or busy is None
+        or rss_kib is None
+        or rtt_us is None
+        or beat is None
+        or isinstance(started_at, bool)
+        or not isinstance(started_at, int | float)
+    ):
+        return Skip(INVALID_PROCESS)
+    capacity = _capacity_by_queue(info, concurrency)
+    if capacity is None:
+        return Skip(INVALID_PROCESS)
+    hostname, tag, version = info.get("hostname"), info.get("tag"), info.get("version")
+    return ProcessSample(
+        identity=identity,
+        hostname=hostname if isinstance(hostname, str) else "",
+        tag=tag if isinstance(tag, str) else "",
+        version=version if isinstance(version, str) else "",
+        concurrency=concurrency,
+        busy=busy,
+        heartbeat_timestamp=beat,
+        start_timestamp=float(started_at),
+        # 6.4.0/6.4.1 hand the raw boolean to redis-rb 4.x, which stores "true"/"false" too.
+        quiet=quiet_raw == b"true",
+        rss_bytes=rss_kib * 1024,  # `rss` is KiB (VmRSS)
+        redis_rtt_seconds=rtt_us / 1_000_000,  # `rtt_us` is microseconds
+        queue_capacity=capacity,
+    )
+
+
+def decode_work_entry(identity: str, raw: bytes) -> RunningJob | Skip:
+    """One work-hash value: `{"queue":…, "payload":"<job JSON>", "run_at": <int seconds>}`."""
+    entry = _load_object(raw) if raw else None
+    if entry is None:
+        return Skip(INVALID_WORK)
+    queue, payload, run_at = entry.get("queue"), entry.get("payload"), entry.get("run_at")
+    # Since 6.0.2 the payload is a JSON string nested in the JSON (double-encoded); before, an
+    # object. Accept both.
+    job = _load_object(payload) if isinstance(payload, str) else payload
+    if not isinstance(queue, str) or not isinstance(job, dict):
+        return Skip(INVALID_WORK)
+    klass = job_class(job)
+    # `run_at` is integer seconds in every version, 8.x included; the shared rule still guards
+    # against a producer that writes milliseconds.
+    started = payload_timestamp(run_at)
+    if klass is None or started is None or isinstance(started, Skip):
+        return Skip(INVALID_WORK)
+    return RunningJob(process_identity=identity, queue=queue, job_class=klass, run_at=started)
+
+
+def decode_metrics_fields(fields: Mapping[bytes, bytes]) -> tuple[dict[str, list[int]], int]:
+    """A `j|…` hash as class → [executions, failures, milliseconds], plus malformed field count.
+
+    Fields are `<class>|p`, `<class>|f` and `<class>|ms` (§6.2); absent ones count as 0.
+    """
+    by_class: dict[str, list[int]] = {}
+    malformed = 0
+    for raw_field, raw_value in fields.items():
+        klass, _, metric = _as_text(raw_field).rpartition("|")
+        slot = {"p": 0, "f": 1, "ms": 2}.get(metric)
+        value = parse_int(raw_value)
+        if not klass or slot is None or value is None or value < 0:
+            malformed += 1
+            continue
+        by_class.setdefault(klass, [0, 0, 0])[slot] = value
+    return by_class, malformed
+
+
+def class_minute(job_class: str, counts: Sequence[int], histogram: tuple[int, ...]) -> ClassMinute:
+    """A `ClassMinute` from decoded `j|` counts and a decoded histogram."""
+    executions, failures, milliseconds = counts
+    return ClassMinute(job_class, executions, failures, milliseconds, histogram)
+
+
+EMPTY_HISTOGRAM: tuple[int, ...] = (0,) * HISTOGRAM_BUCKETS
+
+
+def decode_histogram_bitfield(reply: object) -> tuple[int, ...] | Skip:
+    """`BITFIELD_RO key GET u16 #0 … GET u16 #25` → 26 counts, fastest bucket first."""
+    if not isinstance(reply, list) or len(reply) != HISTOGRAM_BUCKETS:
+        return Skip(INVALID_METRIC)
+    if not all(isinstance(v, int) and v >= 0 for v in reply):
+        return Skip(INVALID_METRIC)
+    return tuple(reply)
+
+
+def decode_histogram_bytes(raw: bytes | None) -> tuple[int, ...] | Skip:
+    """`GET key` of a histogram string → 26 big-endian u16 counts (missing bytes are 0).
+
+    Redis BITFIELD numbers bits from the most significant bit of byte 0, so the u16 at `#i`
+    is bytes 2i and 2i+1 read big-endian; reading past the end gives 0 (redis.io BITFIELD).
+    """
+    if raw is None:
+        return EMPTY_HISTOGRAM
+    if not isinstance(raw, bytes) or len(raw) > 2 * HISTOGRAM_BUCKETS + 64:
+        # Sidekiq writes exactly 52 bytes; a much longer string is not one of its histograms.
+        return Skip(INVALID_METRIC)
+    padded = raw[: 2 * HISTOGRAM_BUCKETS].ljust(2 * HISTOGRAM_BUCKETS, b"\0")
+    return tuple(int.from_bytes(padded[i : i + 2], "big") for i in range(0, len(padded), 2))

@@ -1,0 +1,208 @@
+"""Decoders for every generation's shapes (shared/sidekiq-redis-layout.md), and bad data."""
+
+import json
+from typing import Any
+
+import pytest
+
+from exporter.model import HISTOGRAM_BUCKETS, ProcessSample, RunningJob
+from exporter.sidekiq import decode
+from exporter.sidekiq.decode import Skip
+
+NOW = 1_755_450_000.0
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("1755450000.1234567", 1755450000.1234567),  # 6.x/7.x: Float seconds
+        ("1755450000123", 1755450000.123),  # 8.x: Integer milliseconds
+        ("1755450000", 1755450000.0),  # integer below 1e11: seconds (non-Ruby producer)
+        ("1.7554500001234567e9", 1755450000.1234567),  # exponent form is a float: seconds
+        ("null", None),
+    ],
+)
+def test_payload_timestamp_unit_per_json_token(token: str, expected: float | None) -> None:
+    value = decode.payload_timestamp(json.loads(token))
+    assert value == pytest.approx(expected) if expected is not None else value is None
+
+
+@pytest.mark.parametrize("token", ['"1755450000"', "true", "[1]", "NaN", "Infinity"])
+def test_payload_timestamp_rejects_non_numbers(token: str) -> None:
+    assert decode.payload_timestamp(json.loads(token)) == Skip(decode.INVALID_JOB)
+
+
+def job(**fields: Any) -> bytes:
+    return json.dumps({"class": "HardJob", "args": [], "jid": "x", **fields}).encode()
+
+
+def test_oldest_job_timestamp_prefers_enqueued_at_then_created_at() -> None:
+    assert decode.oldest_job_timestamp(job(enqueued_at=NOW, created_at=NOW - 9)) == NOW
+    assert decode.oldest_job_timestamp(job(created_at=NOW - 9)) == NOW - 9
+    assert decode.oldest_job_timestamp(job()) is None  # Sidekiq reports 0 then
+    assert decode.oldest_job_timestamp(None) is None  # empty queue
+
+
+def test_oldest_job_timestamp_mixed_units_in_one_job() -> None:
+    # Created by a 7.x client (float s), enqueued by an 8.x scheduler (int ms).
+    raw = job(created_at=NOW - 30.5, enqueued_at=int(NOW * 1000))
+    assert decode.oldest_job_timestamp(raw) == pytest.approx(NOW)
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b'"str"', b"\xff\xfe", b""])
+def test_oldest_job_timestamp_skips_malformed_jobs(raw: bytes) -> None:
+    assert decode.oldest_job_timestamp(raw) == Skip(decode.INVALID_JOB)
+
+
+def test_job_class_prefers_wrapped() -> None:
+    wrapper = "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper"
+    assert decode.job_class({"class": wrapper, "wrapped": "Mailer"}) == "Mailer"
+    assert decode.job_class({"class": "Billing::InvoiceJob"}) == "Billing::InvoiceJob"
+    assert decode.job_class({"class": 5}) is None
+
+
+def info(**overrides: Any) -> bytes:
+    base: dict[str, Any] = {
+        "hostname": "worker-1",
+        "started_at": NOW - 100,
+        "pid": 4242,
+        "tag": "app",
+        "concurrency": 10,
+        "queues": ["critical", "default"],
+        "labels": [],
+        "identity": "worker-1:4242:0a1b2c3d4e5f",
+    }
+    base.update(overrides)
+    return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
+
+
+def process_fields(
+    info_raw: bytes | None, concurrency: bytes | None = None, **fields: bytes | None
+) -> list[bytes | None]:
+    values = {"busy": b"2", "beat": b"1755450123.4567891", "quiet": b"false"}
+    values.update({"rss": b"183456", "rtt_us": b"312"})
+    values.update(fields)
+    return [info_raw, concurrency, values["busy"], values["beat"], values["quiet"],
+            values["rss"], values["rtt_us"]]  # fmt: skip
+
+
+def test_process_6x_7x_concurrency_from_info() -> None:
+    process = decode.decode_process("id", process_fields(info()))
+    assert isinstance(process, ProcessSample)
+    assert process.concurrency == 10
+    assert process.busy == 2
+    assert process.rss_bytes == 183456 * 1024
+    assert process.redis_rtt_seconds == pytest.approx(0.000312)
+    assert process.heartbeat_timestamp == pytest.approx(1755450123.4567891)
+    assert process.start_timestamp == pytest.approx(NOW - 100)
+    assert process.quiet is False
+    assert process.version == ""
+    assert process.queue_capacity == {"critical": 10, "default": 10}
+
+
+def test_process_8_1_2_concurrency_from_hash_field() -> None:
+    caps = {"default": {"concurrency": 5, "mode": "strict", "weights": {"critical": 0}}}
+    raw = info(concurrency=None, version="8.1.7", capsules=caps, queues=["critical"])
+    process = decode.decode_process("id", process_fields(raw, concurrency=b"7", quiet=b"true"))
+    assert isinstance(process, ProcessSample)
+    assert process.concurrency == 7  # the live field, not the boot-time capsule value
+    assert process.queue_capacity == {"critical": 7}
+    assert process.quiet is True
+    assert process.version == "8.1.7"
+
+
+def test_process_with_several_capsules_has_per_capsule_capacity() -> None:
+    caps = {
+        "default": {"concurrency": 5, "mode": "strict", "weights": {"default": 0, "low": 0}},
+        "single": {"concurrency": 1, "mode": "strict", "weights": {"serial": 0, "default": 0}},
+    }
+    raw = info(concurrency=6, capsules=caps, version="8.0.9")
+    process = decode.decode_process("id", process_fields(raw))
+    assert isinstance(process, ProcessSample)
+    assert process.queue_capacity == {"default": 6, "low": 5, "serial": 1}
+
+
+def test_process_stale_member_is_none_not_a_skip() -> None:
+    assert decode.decode_process("id", [None] * 7) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        process_fields(b"{not json"),
+        process_fields(b"[]"),
+        process_fields(info(), busy=b"many"),
+        process_fields(info(), beat=None),
+        process_fields(info(), beat=b"nan"),
+        process_fields(info(concurrency="5")),
+        process_fields(info(started_at="yesterday")),
+        process_fields(info(queues="default")),
+    ],
+)
+def test_process_malformed_is_skipped(fields: list[bytes | None]) -> None:
+    assert decode.decode_process("id", fields) == Skip(decode.INVALID_PROCESS)
+
+
+def work(payload: object, queue: object = "default", run_at: object = 1755450001) -> bytes:
+    return json.dumps({"queue": queue, "payload": payload, "run_at": run_at}).encode()
+
+
+def test_work_entry_double_encoded_payload() -> None:
+    payload = json.dumps({"class": "HardJob", "created_at": 1755450000123})
+    entry = decode.decode_work_entry("id", work(payload))
+    assert entry == RunningJob("id", "default", "HardJob", 1755450001.0)
+
+
+def test_work_entry_object_payload_and_wrapped_class() -> None:
+    entry = decode.decode_work_entry("id", work({"class": "Wrapper", "wrapped": "Mailer"}))
+    assert isinstance(entry, RunningJob)
+    assert entry.job_class == "Mailer"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"nope",
+        work("not json"),
+        work(json.dumps({"args": []})),
+        work(json.dumps({"class": "A"}), queue=None),
+        work(json.dumps({"class": "A"}), run_at="now"),
+    ],
+)
+def test_work_entry_malformed_is_skipped(raw: bytes) -> None:
+    assert decode.decode_work_entry("id", raw) == Skip(decode.INVALID_WORK)
+
+
+def test_metrics_fields_by_class_and_malformed_count() -> None:
+    fields = {
+        b"HardJob|p": b"40",
+        b"HardJob|f": b"5",
+        b"HardJob|ms": b"4000",
+        b"Billing::InvoiceJob|p": b"3",
+        b"Odd|x": b"1",
+        b"NoPipe": b"1",
+        b"Bad|p": b"lots",
+    }
+    by_class, malformed = decode.decode_metrics_fields(fields)
+    assert by_class == {"HardJob": [40, 5, 4000], "Billing::InvoiceJob": [3, 0, 0]}
+    assert malformed == 3
+
+
+def test_histogram_get_and_bitfield_agree() -> None:
+    counts = [index * 7 % 65536 for index in range(HISTOGRAM_BUCKETS)]
+    counts[3] = 65535
+    raw = b"".join(c.to_bytes(2, "big") for c in counts)
+    assert decode.decode_histogram_bytes(raw) == tuple(counts)
+    assert decode.decode_histogram_bitfield(counts) == tuple(counts)
+
+
+def test_histogram_short_string_pads_with_zero() -> None:
+    assert decode.decode_histogram_bytes(b"\x00\x05\x01") == (5, 256) + (0,) * 24
+    assert decode.decode_histogram_bytes(None) == (0,) * HISTOGRAM_BUCKETS
+
+
+def test_histogram_malformed() -> None:
+    assert decode.decode_histogram_bytes(b"x" * 1000) == Skip(decode.INVALID_METRIC)
+    assert decode.decode_histogram_bitfield([1, 2]) == Skip(decode.INVALID_METRIC)
+    assert decode.decode_histogram_bitfield(["a"] * 26) == Skip(decode.INVALID_METRIC)
