@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Install the real components the integration and conformance tests run against.
+#
+#   * Debian 12 packages: redis-server, redis-sentinel, ruby, ruby-sidekiq (6.4.1),
+#     ruby-sidekiq-cron (1.8.0), prometheus (for promtool), openssl, iproute2, plus
+#     ruby-concurrent and ruby-rack (needed by Sidekiq 7.3).
+#   * Sidekiq 7.3.2 with redis-client 0.22.2 and connection_pool 2.4.1, downloaded from
+#     Debian 13 (trixie) with a PRIVATE apt configuration (the system's sources are never
+#     touched) and unpacked with `dpkg -x` into .cache/sidekiq-7.3.2/ in the repository.
+#
+# Idempotent; takes well under a second when everything is already in place.
+# Needs root for apt-get install (it is skipped when nothing is missing).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/.cache"
+S7_DIR="$CACHE/sidekiq-7.3.2"
+APT_PRIV="$CACHE/apt-trixie"
+GEMS_REL="usr/share/rubygems-integration/all/gems"
+START_NS=$(date +%s%N)
+
+log() { printf 'setup-test-services: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------
+# 1. Debian 12 packages
+# ---------------------------------------------------------------------------
+PKGS=(redis-server redis-sentinel ruby ruby-sidekiq ruby-sidekiq-cron ruby-concurrent ruby-rack
+      prometheus openssl iproute2)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [[ "$st" == installed ]] || missing+=("$p")
+done
+
+installed_now=0
+if ((${#missing[@]})); then
+    [[ $(id -u) -eq 0 ]] || die "missing packages (${missing[*]}); run as root"
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=900 -qq update >&2
+    apt-get -o DPkg::Lock::Timeout=900 -y -qq install --no-install-recommends "${missing[@]}" >&2
+    installed_now=1
+fi
+
+# Package scripts may have started system services that would collide with the tests'
+# ports (6379, 26379, 9090, 9100). Stop only those: they run as the service users, while
+# the tests' own servers run as the invoking user.
+stop_service() { # <init-name> <user> <exe-name>
+    local svc=$1 user=$2 exe=$3
+    id -u "$user" >/dev/null 2>&1 || return 0
+    pgrep -u "$user" -x "$exe" >/dev/null 2>&1 || return 0
+    log "stopping system service $svc"
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+        systemctl stop "$svc" >/dev/null 2>&1 || true
+        systemctl disable "$svc" >/dev/null 2>&1 || true
+    fi
+    service "$svc" stop >/dev/null 2>&1 || true
+    local pids i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        pids=$(pgrep -u "$user" -x "$exe" || true)
+        [[ -z "$pids" ]] && return 0
+        # shellcheck disable=SC2086
+        if ((i == 5)); then kill -KILL $pids 2>/dev/null || true; else kill -TERM $pids 2>/dev/null || true; fi
+        sleep 0.3
+    done
+    die "could not stop $svc (pids: $(pgrep -u "$user" -x "$exe" | tr '\n' ' '))"
+}
+stop_service redis-server redis redis-server
+stop_service redis-sentinel redis redis-sentinel
+stop_service prometheus prometheus prometheus
+stop_service prometheus-node-exporter prometheus prometheus-node-exporter
+
+deb_version() { dpkg-query -W -f='${Version}' "$1"; }
+v6=$(deb_version ruby-sidekiq)
+[[ "$v6" == 6.4.1* ]] || die "Debian ruby-sidekiq is $v6, expected 6.4.1"
+vcron=$(deb_version ruby-sidekiq-cron)
+[[ "$vcron" == 1.8.0* ]] || die "Debian ruby-sidekiq-cron is $vcron, expected 1.8.0"
+
+# ---------------------------------------------------------------------------
+# 2. Sidekiq 7.3.2 from trixie, private apt configuration, unpacked into .cache/
+# ---------------------------------------------------------------------------
+# package name -> expected upstream version and gem directory
+declare -A S7_PKGS=(
+    [ruby-sidekiq]="7.3.2 sidekiq-7.3.2"
+    [ruby-redis-client]="0.22.2 redis-client-0.22.2"
+    [ruby-connection-pool]="2.4.1 connection_pool-2.4.1"
+)
+STAMP="$S7_DIR/.complete"
+
+fetch_sidekiq7() {
+    mkdir -p "$APT_PRIV"/{lists/partial,cache/archives/partial,state,sources.list.d,preferences.d,debs}
+    cat >"$APT_PRIV/sources.list" <<'EOF'
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+EOF
+    [[ -s /usr/share/keyrings/debian-archive-keyring.gpg ]] || die "debian-archive-keyring missing"
+    local -a O=(
+        -o "Dir::State=$APT_PRIV/state"
+        -o "Dir::State::Lists=$APT_PRIV/lists"
+        -o "Dir::State::status=/var/lib/dpkg/status"
+        -o "Dir::Cache=$APT_PRIV/cache"
+        -o "Dir::Etc::sourcelist=$APT_PRIV/sources.list"
+        -o "Dir::Etc::sourceparts=$APT_PRIV/sources.list.d"
+        -o "Dir::Etc::preferences=$APT_PRIV/preferences"
+        -o "Dir::Etc::preferencesparts=$APT_PRIV/preferences.d"
+        -o "APT::Sandbox::User=root"
+        -o "Acquire::Languages=none"
+        -o "APT::Architectures::=amd64"
+        -o "Debug::NoLocking=1"
+    )
+    log "fetching trixie index into $APT_PRIV (private apt configuration)"
+    apt-get "${O[@]}" -qq update >&2
+    rm -f "$APT_PRIV"/debs/*.deb
+    (cd "$APT_PRIV/debs" && apt-get "${O[@]}" -qq download "${!S7_PKGS[@]}" >&2)
+
+    local tmp="$S7_DIR.tmp.$$"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    local pkg deb ver want
+    for pkg in "${!S7_PKGS[@]}"; do
+        deb=$(ls "$APT_PRIV"/debs/"${pkg}"_*.deb)
+        ver=$(dpkg-deb -f "$deb" Version)
+        want=${S7_PKGS[$pkg]%% *}
+        [[ "$ver" == "$want"* ]] || die "trixie $pkg is $ver, expected $want"
+        dpkg -x "$deb" "$tmp"
+        echo "$pkg $ver" >>"$tmp/.debs"
+    done
+    rm -rf "$S7_DIR"
+    mv "$tmp" "$S7_DIR"
+    # The trixie index is ~20 MB and only needed again for a re-fetch.
+    rm -rf "$APT_PRIV/lists" "$APT_PRIV/cache" "$APT_PRIV/state"
+}
+
+s7_ok() {
+    [[ -f "$STAMP" ]] || return 1
+    local pkg gemdir
+    for pkg in "${!S7_PKGS[@]}"; do
+        gemdir=${S7_PKGS[$pkg]#* }
+        [[ -d "$S7_DIR/$GEMS_REL/$gemdir/lib" ]] || return 1
+    done
+}
+
+if ! s7_ok; then
+    fetch_sidekiq7
+fi
+
+# ---------------------------------------------------------------------------
+# 3. .gitignore
+# ---------------------------------------------------------------------------
+GI="$ROOT/.gitignore"
+touch "$GI"
+for pat in .cache/ .venv/ __pycache__/ '*.egg-info' .pytest_cache .mypy_cache .ruff_cache; do
+    grep -qxF -- "$pat" "$GI" || echo "$pat" >>"$GI"
+done
+
+# ---------------------------------------------------------------------------
+# 4. Verify that each Sidekiq loads with the intended library versions
+# ---------------------------------------------------------------------------
+G6=/usr/share/rubygems-integration/all/gems/sidekiq-6.4.1
+G7="$S7_DIR/$GEMS_REL"
+got6=$(ruby -I"$G6/lib" -e 'require "sidekiq"; require "redis"; require "connection_pool"
+  print [Sidekiq::VERSION, Redis::VERSION, ConnectionPool::VERSION].join(" ")')
+[[ "$got6" == "6.4.1 "* ]] || die "Sidekiq 6.4.1 does not load: $got6"
+if [[ ! -f "$STAMP" ]] || [[ "$STAMP" -ot "$0" ]]; then
+    got7=$(ruby -I"$G7/sidekiq-7.3.2/lib" -I"$G7/redis-client-0.22.2/lib" -I"$G7/connection_pool-2.4.1/lib" \
+        -e 'require "sidekiq"; require "sidekiq/metrics/shared"; require "sidekiq/api"
+            print [Sidekiq::VERSION, RedisClient::VERSION, ConnectionPool::VERSION].join(" ")')
+    [[ "$got7" == "7.3.2 0.22.2 2.4.1" ]] || die "Sidekiq 7.3.2 does not load as expected: $got7"
+    echo "$got7" >"$STAMP"
+fi
+got7=$(cat "$STAMP")
+
+# ---------------------------------------------------------------------------
+elapsed=$(( ($(date +%s%N) - START_NS) / 1000000 ))
+read -r s6 rb6 cp6 <<<"$got6"
+read -r s7 rc7 cp7 <<<"$got7"
+echo "test services ready: redis-server $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/');" \
+     "sidekiq $s6 (redis-rb $rb6, connection_pool $cp6, sidekiq-cron ${vcron%%-*});" \
+     "sidekiq $s7 (redis-client $rc7, connection_pool $cp7) in ${S7_DIR#"$ROOT"/};" \
+     "promtool $(promtool --version 2>&1 | awk 'NR==1{print $3}'); installed_now=$installed_now; ${elapsed} ms"

@@ -1,0 +1,41 @@
+# frozen_string_literal: true
+
+# Load sidekiq-cron jobs into Redis and print ONE JSON object with what Redis now holds.
+# Sidekiq 6.4.1 + sidekiq-cron 1.8.0 (Debian 12) only; under Sidekiq 7 it prints
+# {"supported": false} and exits 0.
+#
+#   ruby -I<paths> tests/sidekiq_app/cron.rb
+#
+# The jobs are only *enqueued* by a server started with SIDEKIQ_APP_CRON=1 (see app.rb;
+# poll interval from SIDEKIQ_APP_CRON_POLL, default 30 s).
+
+require_relative "app"
+
+unless SidekiqApp.cron_supported?
+  puts JSON.generate({"supported" => false, "sidekiq_version" => Sidekiq::VERSION})
+  exit 0
+end
+
+require "sidekiq-cron"
+require "sidekiq/cron/version"
+
+JOBS = {
+  "every_minute" => {"class" => "CronTickJob", "cron" => "* * * * *", "args" => ["tick"],
+                     "description" => "test tick every minute"},
+  "hourly_disabled" => {"class" => "FastJob", "cron" => "0 * * * *", "status" => "disabled"}
+}.freeze
+
+errors = Sidekiq::Cron::Job.load_from_hash!(JOBS.transform_values(&:dup))
+abort("sidekiq-cron rejected jobs: #{errors.inspect}") unless errors.empty?
+# `status` in the hash is ignored by 1.8.0's constructor; apply it explicitly.
+Sidekiq::Cron::Job.find("hourly_disabled")&.disable!
+
+puts JSON.generate({
+  "supported" => true,
+  "sidekiq_version" => Sidekiq::VERSION,
+  "sidekiq_cron_version" => Sidekiq::Cron::VERSION,
+  "jobs" => Sidekiq::Cron::Job.all.map do |j|
+    {"name" => j.name, "klass" => j.klass, "cron" => j.cron, "status" => j.status,
+     "last_enqueue_time" => j.last_enqueue_time&.to_s}
+  end
+})

@@ -1,0 +1,404 @@
+"""Run real Sidekiq (6.4.1 from Debian 12, 7.3.2 from .cache/) against a test Redis.
+
+The version is selected only by ``ruby -I`` load paths; see scripts/setup-test-services.sh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from .redis_server import SETUP_HINT, RespConnection, hgetall_dict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APP_DIR = REPO_ROOT / "tests" / "sidekiq_app"
+_DEBIAN_GEMS = Path("/usr/share/rubygems-integration/all/gems")
+_CACHE_GEMS = REPO_ROOT / ".cache" / "sidekiq-7.3.2" / "usr/share/rubygems-integration/all/gems"
+
+
+@dataclass(frozen=True)
+class SidekiqVersion:
+    """One Sidekiq version the tests can run, and the layout facts that depend on it."""
+
+    version: str
+    lib_dirs: tuple[Path, ...]  # passed as `ruby -I`, in order
+    executable: Path  # the gem's bin/sidekiq, run as `ruby -I... <executable>`
+    work_key_suffix: str  # "<identity>:workers" (6.4.0-6.4.1) or "<identity>:work"
+    beat_seconds: int  # heartbeat period
+    has_metrics: bool  # j|... per-minute execution metrics
+    has_cron: bool  # sidekiq-cron 1.8.0 (Debian 12) usable
+
+    @property
+    def available(self) -> bool:
+        return (
+            shutil.which("ruby") is not None
+            and self.executable.is_file()
+            and all(d.is_dir() for d in self.lib_dirs)
+        )
+
+    @property
+    def ruby_args(self) -> list[str]:
+        """``["-I", dir, ...]`` selecting this version."""
+        return [arg for d in self.lib_dirs for arg in ("-I", str(d))]
+
+
+SIDEKIQ_6_4_1 = SidekiqVersion(
+    version="6.4.1",
+    # redis-rb 4.8.0 and connection_pool 2.2.5 are activated by RubyGems (Debian 12 packages).
+    lib_dirs=(_DEBIAN_GEMS / "sidekiq-6.4.1" / "lib",),
+    executable=_DEBIAN_GEMS / "sidekiq-6.4.1" / "bin" / "sidekiq",
+    work_key_suffix=":workers",
+    beat_seconds=5,
+    has_metrics=False,
+    has_cron=True,
+)
+SIDEKIQ_7_3_2 = SidekiqVersion(
+    version="7.3.2",
+    lib_dirs=(
+        _CACHE_GEMS / "sidekiq-7.3.2" / "lib",
+        _CACHE_GEMS / "redis-client-0.22.2" / "lib",
+        _CACHE_GEMS / "connection_pool-2.4.1" / "lib",
+    ),
+    executable=_CACHE_GEMS / "sidekiq-7.3.2" / "bin" / "sidekiq",
+    work_key_suffix=":work",
+    beat_seconds=10,
+    has_metrics=True,
+    has_cron=False,
+)
+VERSIONS: dict[str, SidekiqVersion] = {v.version: v for v in (SIDEKIQ_6_4_1, SIDEKIQ_7_3_2)}
+
+
+def available_versions() -> list[str]:
+    """Versions whose files are installed (run scripts/setup-test-services.sh for all)."""
+    return [name for name, v in VERSIONS.items() if v.available]
+
+
+def get_version(version: str | SidekiqVersion) -> SidekiqVersion:
+    """Look up a version and fail with an install hint if its files are missing."""
+    v = version if isinstance(version, SidekiqVersion) else VERSIONS[version]
+    if not v.available:
+        raise RuntimeError(f"Sidekiq {v.version} is not installed; {SETUP_HINT}")
+    return v
+
+
+def ruby_cmd(
+    version: str | SidekiqVersion, script: str | os.PathLike[str], *args: str
+) -> list[str]:
+    """``ruby -I... <script> args...``; ``"truth"`` means tests/sidekiq_app/truth.rb."""
+    v = get_version(version)
+    path = Path(script)
+    if not path.is_absolute() and not path.exists():
+        path = APP_DIR / (path.name if path.suffix == ".rb" else f"{path.name}.rb")
+    return ["ruby", *v.ruby_args, str(path), *args]
+
+
+def sidekiq_cmd(version: str | SidekiqVersion, *args: str) -> list[str]:
+    """``ruby -I... <bin/sidekiq> -r tests/sidekiq_app/app.rb args...``."""
+    v = get_version(version)
+    return ["ruby", *v.ruby_args, str(v.executable), "-r", str(APP_DIR / "app.rb"), *args]
+
+
+def ruby_env(redis_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DYNO", None)  # would replace the hostname in the identity
+    env.pop("RUBYOPT", None)
+    env.pop("BUNDLE_GEMFILE", None)
+    env["REDIS_URL"] = redis_url
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_ruby_json(
+    version: str | SidekiqVersion,
+    script: str,
+    *args: str,
+    redis_url: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Run a script from tests/sidekiq_app and parse the JSON object on its last stdout line."""
+    cmd = ruby_cmd(version, script, *args)
+    res = subprocess.run(
+        cmd,
+        cwd=REPO_ROOT,
+        env=ruby_env(redis_url, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+        )
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"no JSON from {script}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}")
+    data: dict[str, Any] = json.loads(lines[-1])
+    return data
+
+
+def enqueue(
+    version: str | SidekiqVersion,
+    redis_url: str,
+    *,
+    defaults: bool = False,
+    timeout: float = 60.0,
+    **counts: int | float | str,
+) -> dict[str, Any]:
+    """Push jobs with tests/sidekiq_app/enqueue.rb and return its JSON summary.
+
+    With ``defaults=False`` (the default) only the given counts are pushed, e.g.
+    ``enqueue("7.3.2", url, fast=1)``; with ``defaults=True`` the script's full default
+    workload is pushed and ``counts`` override parts of it. Keys: fast, medium, critical,
+    within_5_seconds, billing, orphan, scheduled, failing, dead, wrapped, slow,
+    slow_seconds, slow_queue, scheduled_in, wrapped_seconds.
+    """
+    args = [f"{k}={v}" for k, v in counts.items()]
+    if not defaults:
+        args.insert(0, "defaults=0")
+    return run_ruby_json(version, "enqueue", *args, redis_url=redis_url, timeout=timeout)
+
+
+def truth(
+    version: str | SidekiqVersion,
+    redis_url: str,
+    *,
+    minutes: int = 10,
+    classes: Iterable[str] = (),
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """What Sidekiq's own Ruby API reports (tests/sidekiq_app/truth.rb). Not read-only."""
+    args = [f"minutes={minutes}"]
+    cls = ",".join(classes)
+    if cls:
+        args.append(f"classes={cls}")
+    return run_ruby_json(version, "truth", *args, redis_url=redis_url, timeout=timeout)
+
+
+def load_cron(version: str | SidekiqVersion, redis_url: str) -> dict[str, Any]:
+    """Load the sidekiq-cron jobs from tests/sidekiq_app/cron.rb (6.4.1 only)."""
+    return run_ruby_json(version, "cron", redis_url=redis_url)
+
+
+def _resp_for_url(redis_url: str) -> RespConnection:
+    u = urlsplit(redis_url)
+    if u.scheme == "unix":
+        return RespConnection(unix_socket=u.path, password=u.password, username=u.username or None)
+    db = int(u.path.lstrip("/") or 0)
+    return RespConnection(
+        u.hostname or "127.0.0.1",
+        u.port or 6379,
+        password=u.password,
+        username=u.username or None,
+        db=db,
+    )
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, message: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; return it or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(message or f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class SidekiqProcess:
+    """A real Sidekiq server process (``bin/sidekiq -r tests/sidekiq_app/app.rb``).
+
+    :meth:`start` waits until the process's identity is in the ``processes`` set and its
+    hash exists. ``shutdown_timeout`` is Sidekiq's ``-t`` (how long TERM waits for jobs).
+    """
+
+    def __init__(
+        self,
+        version: str | SidekiqVersion,
+        redis_url: str,
+        *,
+        queues: Iterable[str] = ("critical,2", "default"),
+        concurrency: int = 5,
+        tag: str | None = None,
+        shutdown_timeout: int = 3,
+        env: Mapping[str, str] | None = None,
+        cron: bool = False,
+        extra_args: Iterable[str] = (),
+    ) -> None:
+        self.version = get_version(version)
+        self.redis_url = redis_url
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.tag = tag
+        self.shutdown_timeout = shutdown_timeout
+        self.extra_env = dict(env or {})
+        if cron:
+            if not self.version.has_cron:
+                raise ValueError(
+                    f"sidekiq-cron is not available for Sidekiq {self.version.version}"
+                )
+            self.extra_env["SIDEKIQ_APP_CRON"] = "1"
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.identity: str | None = None
+        self._logdir = Path(tempfile.mkdtemp(prefix="sidekiq-test-"))
+        self.log_path = self._logdir / "sidekiq.log"
+
+    @property
+    def command(self) -> list[str]:
+        args: list[str] = []
+        for q in self.queues:
+            args += ["-q", q]
+        args += ["-c", str(self.concurrency), "-t", str(self.shutdown_timeout)]
+        if self.tag is not None:
+            args += ["-g", self.tag]
+        return sidekiq_cmd(self.version, *args, *self.extra_args)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("not started")
+        return self.proc.pid
+
+    @property
+    def work_key(self) -> str:
+        """``<identity>:workers`` (6.4.1) or ``<identity>:work`` (7.x)."""
+        if self.identity is None:
+            raise RuntimeError("identity not known yet")
+        return self.identity + self.version.work_key_suffix
+
+    def start(self, timeout: float = 30.0) -> Self:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command,
+                cwd=REPO_ROOT,
+                env=ruby_env(self.redis_url, self.extra_env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            self.identity = wait_for(
+                self._find_identity,
+                timeout,
+                0.1,
+                f"Sidekiq {self.version.version} (pid {self.pid}) did not register",
+            )
+        except BaseException as e:
+            self.kill()
+            raise RuntimeError(f"{e}; log:\n{self.log_tail()}") from e
+        return self
+
+    def _find_identity(self) -> str | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"sidekiq exited with {self.proc.returncode}; log:\n{self.log_tail()}"
+            )
+        try:
+            with _resp_for_url(self.redis_url) as r:
+                for member in r.execute("SMEMBERS", "processes") or []:
+                    # identity = "<hostname>:<pid>:<12 hex>"; the hostname may contain ':'
+                    parts = member.rsplit(":", 2)
+                    if (
+                        len(parts) == 3
+                        and parts[1] == str(self.pid)
+                        and r.execute("HEXISTS", member, "info")
+                    ):
+                        return str(member)
+        except OSError:
+            return None
+        return None
+
+    # --- inspection ------------------------------------------------------------------------
+    def process_hash(self) -> dict[str, Any]:
+        """HGETALL of the process hash ({} once expired)."""
+        with _resp_for_url(self.redis_url) as r:
+            return hgetall_dict(r.execute("HGETALL", self.identity or ""))
+
+    def info(self) -> dict[str, Any]:
+        raw = self.process_hash().get("info")
+        return json.loads(raw) if raw else {}
+
+    def work(self) -> dict[str, dict[str, Any]]:
+        """The work hash, tid -> decoded entry (``payload`` left as the raw string)."""
+        with _resp_for_url(self.redis_url) as r:
+            raw = hgetall_dict(r.execute("HGETALL", self.work_key))
+        return {tid: json.loads(v) for tid, v in raw.items() if v}
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # --- signals ---------------------------------------------------------------------------
+    def quiet(self) -> None:
+        """TSTP: stop fetching new jobs; `quiet` becomes true at the next beat."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTSTP)
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """TERM and wait (shutdown_timeout + margin); SIGKILL if it hangs. Returns exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout if timeout is not None else self.shutdown_timeout + 10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: simulate a crash (the process stays in `processes` until cleanup)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self._logdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.cleanup()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        pid = self.proc.pid if self.proc else None
+        return f"SidekiqProcess({self.version.version}, pid={pid}, identity={self.identity!r})"

@@ -1,0 +1,164 @@
+"""The real-component test helpers work, and real Sidekiq writes what the layout spec says.
+
+Confirms /work/shared/sidekiq-redis-layout.md §13 items 1 and 2 against real processes:
+6.4.1 writes ``<identity>:workers`` with a string ``payload``; 7.3.2 writes ``<identity>:work``;
+``quiet`` is stored as the text ``"false"`` / ``"true"`` (6.4.1 passes a raw boolean).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.redis_server import RedisServer, RespConnection, RespError, hgetall_dict
+from tests.support.sidekiq import (
+    VERSIONS,
+    SidekiqProcess,
+    enqueue,
+    get_version,
+    load_cron,
+    truth,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_redis_server_ping_restart_kill() -> None:
+    with RedisServer() as server:
+        assert server.url == f"redis://127.0.0.1:{server.port}/0"
+        assert server.execute("PING") == "PONG"
+        assert server.execute("CONFIG", "GET", "save") == ["save", ""]
+        assert server.execute("CONFIG", "GET", "appendonly") == ["appendonly", "no"]
+        server.execute("SET", "k", "v")
+        port = server.port
+        server.restart()
+        assert server.port == port
+        assert server.execute("GET", "k") is None  # no persistence
+        server.kill()
+        assert not server.ping()
+        server.restart()
+        assert server.ping()
+    assert not server.dir.exists()
+
+
+def test_redis_server_password_and_unix_socket(tmp_path: Path) -> None:
+    sock = f"{tmp_path}/redis.sock"
+    with RedisServer("--requirepass", "s3cret", password="s3cret", unix_socket=sock) as server:
+        assert server.url.startswith("redis://:s3cret@127.0.0.1:")
+        assert server.execute("PING") == "PONG"
+        with RespConnection(unix_socket=sock, password="s3cret") as c:
+            assert c.execute("PING") == "PONG"
+        with RespConnection(port=server.port) as c, pytest.raises(RespError, match="NOAUTH"):
+            c.execute("GET", "x")
+
+
+def test_redis_server_fixture(redis_server: RedisServer) -> None:
+    assert redis_server.execute("DBSIZE") == 0
+
+
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_sidekiq_process_layout(version: str, redis_server: RedisServer) -> None:
+    v = get_version(version)  # fails (not skips) with an install hint when missing
+    r = redis_server
+    beat_wait = v.beat_seconds + 6
+    other_suffix = ":work" if v.work_key_suffix == ":workers" else ":workers"
+
+    with SidekiqProcess(
+        v, r.url, queues=["critical,2", "default"], concurrency=3, tag="infra"
+    ) as p:
+        ident = p.identity
+        assert ident is not None
+        assert ident in r.execute("SMEMBERS", "processes")
+        host, pid, nonce = ident.rsplit(":", 2)
+        assert int(pid) == p.pid
+        assert len(nonce) == 12
+        h = p.process_hash()
+        assert set(h) >= {"info", "busy", "beat", "quiet", "rss", "rtt_us"}
+        assert h["quiet"] == "false"  # §13 item 2: the text redis-rb 4.8 / redis-client store
+        info = json.loads(h["info"])
+        assert info["tag"] == "infra"
+        assert info["concurrency"] == 3
+        assert info["queues"] == ["critical", "default"]
+        assert info["identity"] == ident
+        assert info["hostname"] == host
+        assert info.get("version") == (None if version == "6.4.1" else version)
+        processed_before = int(r.execute("GET", "stat:processed") or 0)
+
+        pushed = enqueue(v, r.url, fast=1, slow=1, slow_seconds=30, failing=1, dead=1)
+        assert pushed["pushed"] == {"default": 4}
+        assert pushed["sidekiq_version"] == version
+        # Failures are handled synchronously: retry (default policy) and dead (retry: 0).
+        wait_for(
+            lambda: r.execute("ZCARD", "retry") == 1 and r.execute("ZCARD", "dead") == 1,
+            10,
+            message="FailingJob/DeadJob did not reach retry/dead",
+        )
+        # Everything fetched -> the SlowJob is running. Quiet now so that the next beat shows
+        # both the running job and quiet="true".
+        wait_for(lambda: r.execute("LLEN", "queue:default") == 0, 10)
+        p.quiet()
+
+        def beat_with_work() -> dict[str, dict[str, object]] | None:
+            if p.process_hash().get("quiet") != "true":
+                return None
+            return p.work() or None
+
+        work = wait_for(beat_with_work, beat_wait, 0.2, "no beat with quiet=true and work")
+        assert r.execute("EXISTS", ident + v.work_key_suffix) == 1  # §13 item 1
+        assert r.execute("EXISTS", ident + other_suffix) == 0
+        [(tid, entry)] = work.items()
+        assert set(entry) == {"queue", "payload", "run_at"}
+        assert entry["queue"] == "default"
+        assert isinstance(entry["run_at"], int)
+        assert isinstance(entry["payload"], str)  # double-encoded
+        job = json.loads(entry["payload"])
+        assert job["class"] == "SlowJob"
+        assert job["args"] == [30]
+        assert isinstance(job["enqueued_at"], float)
+        assert p.process_hash()["busy"] == "1"
+
+        # Counters are flushed on the beat, so the FastJob and both failures are counted.
+        processed = int(r.execute("GET", "stat:processed") or 0)
+        assert processed - processed_before == 3  # FastJob + FailingJob + DeadJob
+        assert int(r.execute("GET", "stat:failed") or 0) == 2
+
+        t = truth(v, r.url)
+        assert t["sidekiq_version"] == version
+        assert t["stats"]["processes_size"] == 1
+        assert t["stats"]["workers_size"] == 1
+        assert t["stats"]["retry_size"] == 1
+        assert t["stats"]["dead_size"] == 1
+        [proc] = t["processes"]
+        assert proc["identity"] == ident
+        assert proc["stopping"] is True
+        assert proc["quiet"] == "true"
+        [w] = t["work"]
+        assert (w["tid"], w["class"], w["queue"]) == (tid, "SlowJob", "default")
+        assert t["metrics"]["available"] is v.has_metrics
+
+        t0 = time.monotonic()
+        assert p.stop() == 0
+        assert time.monotonic() - t0 < p.shutdown_timeout + 8
+    assert ident not in (r.execute("SMEMBERS", "processes") or [])
+    assert r.execute("EXISTS", ident + v.work_key_suffix) == 0
+    # The interrupted SlowJob went back to its queue.
+    assert r.execute("LLEN", "queue:default") == 1
+
+
+def test_sidekiq_cron_6_4_1(redis_server: RedisServer) -> None:
+    v = get_version("6.4.1")
+    out = load_cron(v, redis_server.url)
+    assert out["sidekiq_cron_version"] == "1.8.0"
+    assert sorted(redis_server.execute("SMEMBERS", "cron_jobs")) == [
+        "cron_job:every_minute",
+        "cron_job:hourly_disabled",
+    ]
+    job = hgetall_dict(redis_server.execute("HGETALL", "cron_job:every_minute"))
+    assert job["status"] == "enabled"
+    assert job["cron"] == "* * * * *"
+    assert job["klass"] == "CronTickJob"
+    assert redis_server.execute("HGET", "cron_job:hourly_disabled", "status") == "disabled"
