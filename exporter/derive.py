@@ -1,0 +1,189 @@
+"""State carried between polls: turns a sequence of Samples into Snapshots.
+
+Two things need more than one sample:
+
+- Per-class job counters. Sidekiq keeps executions, failures, milliseconds and a histogram per
+  class *per minute* (§6). Each poll re-reads the minutes that can still change; for every
+  (minute key, class) we remember the values last seen and add only the growth, so reading a
+  minute twice never counts twice and a flush that lands late in an earlier minute still counts.
+  First-poll rule: whatever the window holds when the exporter starts is counted in its first
+  sample (executions of the last few minutes), like a counter that started then.
+- Time in breach of a queue's SLA, measured on Redis `TIME` between consecutive polls.
+
+Nothing here touches Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from exporter.model import (
+    HISTOGRAM_BUCKETS,
+    ClassMinute,
+    JobClassTotals,
+    QueueSla,
+    Sample,
+    Snapshot,
+)
+
+log = structlog.get_logger(__name__)
+
+CLASS_LIMIT = "class_limit"  # skip reason: a job class beyond --collect.job-classes.max
+
+NO_SLA = QueueSla(seconds=None, component="", source="none")
+
+
+def no_sla(queue: str) -> QueueSla:
+    """The SLA resolver used when none is configured: no queue has an SLA."""
+    return NO_SLA
+
+
+@dataclass(frozen=True, slots=True)
+class DeriveConfig:
+    """What derive needs to know from the settings."""
+
+    metrics_window_minutes: int = 3
+    job_classes_max: int = 500
+    job_class_allow: re.Pattern[str] | None = None
+    job_class_deny: re.Pattern[str] | None = None
+    sla_for: Callable[[str], QueueSla] = field(default=no_sla)
+    # A gap between polls longer than this (the exporter could not read) adds no breach time.
+    max_breach_gap_seconds: float = 30.0
+
+
+_ZERO_MINUTE = (0, 0, 0, (0,) * HISTOGRAM_BUCKETS)
+
+
+def _minute_values(minute: ClassMinute) -> tuple[int, int, int, tuple[int, ...]]:
+    return minute.executions, minute.failures, minute.milliseconds, minute.histogram
+
+
+class Deriver:
+    """Per-target state between polls; call it with each new Sample to get a Snapshot."""
+
+    def __init__(self, target: str, config: DeriveConfig | None = None) -> None:
+        self.target = target
+        self.config = config or DeriveConfig()
+        # minute key -> class -> last (executions, failures, ms, histogram) seen
+        self._seen: dict[str, dict[str, tuple[int, int, int, tuple[int, ...]]]] = {}
+        self._minute_start: dict[str, int] = {}  # minute key -> epoch start of that minute
+        self._totals: dict[str, JobClassTotals] = {}
+        self._job_metrics_seen = False
+        self._unsupported_logged = False
+        self._class_limit_logged = False
+        self._previous_redis_time: float | None = None
+        self._breach_seconds: dict[str, float] = {}
+        self._slas: dict[str, QueueSla] = {}
+
+    def __call__(self, sample: Sample) -> Snapshot:
+        """Fold one sample into the state and return the snapshot to publish."""
+        skipped: Counter[str] = Counter()
+        self._accumulate_job_metrics(sample, skipped)
+        supported = self._job_metrics_supported(sample)
+        resolve, known = self.config.sla_for, self._slas
+        queue_slas = {q.name: known.get(q.name) or resolve(q.name) for q in sample.queues}
+        self._slas = queue_slas  # resolved once per queue name while the queue exists
+        self._accumulate_breach(sample, queue_slas)
+        return Snapshot(
+            target=self.target,
+            sample=sample,
+            job_classes=dict(self._totals),
+            job_metrics_supported=supported,
+            queue_slas=queue_slas,
+            sla_breach_seconds=dict(self._breach_seconds),
+            skipped=dict(skipped),
+        )
+
+    def _class_allowed(self, job_class: str, skipped: Counter[str]) -> bool:
+        if job_class in self._totals:
+            return True
+        config = self.config
+        if config.job_class_allow and not config.job_class_allow.fullmatch(job_class):
+            return False
+        if config.job_class_deny and config.job_class_deny.fullmatch(job_class):
+            return False
+        if len(self._totals) >= config.job_classes_max:
+            skipped[CLASS_LIMIT] += 1
+            if not self._class_limit_logged:
+                self._class_limit_logged = True
+                log.warning(
+                    "job_class_limit_reached",
+                    target=self.target,
+                    limit=config.job_classes_max,
+                    first_dropped=job_class,
+                )
+            return False
+        return True
+
+    def _accumulate_job_metrics(self, sample: Sample, skipped: Counter[str]) -> None:
+        window_start = (int(sample.redis_time // 60) - self.config.metrics_window_minutes) * 60
+        for minute in sample.metrics_minutes:
+            self._job_metrics_seen = True
+            seen = self._seen.setdefault(minute.key, {})
+            self._minute_start[minute.key] = minute.minute_start
+            for class_minute in minute.classes:
+                klass = class_minute.job_class
+                if not self._class_allowed(klass, skipped):
+                    continue
+                current = _minute_values(class_minute)
+                previous = seen.get(klass, _ZERO_MINUTE)
+                seen[klass] = current
+                totals = self._totals.get(klass, JobClassTotals())
+                # Only growth counts: a re-read adds nothing, a late flush adds its part.
+                self._totals[klass] = JobClassTotals(
+                    executions=totals.executions + max(0, current[0] - previous[0]),
+                    failures=totals.failures + max(0, current[1] - previous[1]),
+                    milliseconds=totals.milliseconds + max(0, current[2] - previous[2]),
+                    histogram=tuple(
+                        total + max(0, now - before)
+                        for total, now, before in zip(
+                            totals.histogram, current[3], previous[3], strict=True
+                        )
+                    ),
+                )
+        # Forget minutes that can no longer change (they fell out of the read window). A minute
+        # merely missing from one sample (an error reply) is kept, so it is never counted twice.
+        for key, start in list(self._minute_start.items()):
+            if start < window_start:
+                del self._seen[key], self._minute_start[key]
+
+    def _job_metrics_supported(self, sample: Sample) -> bool:
+        # Sidekiq 7.0+ always records metrics (and is the first to report `version`); 6.5.2+
+        # only with SIDEKIQ_METRICS_BETA=1 and 6.4 never: then the job families stay absent.
+        if self._job_metrics_seen or any(
+            p.version and not p.version.startswith("6.") for p in sample.processes
+        ):
+            return True
+        if sample.processes and not self._unsupported_logged:
+            self._unsupported_logged = True
+            log.info(
+                "job_metrics_unavailable",
+                target=self.target,
+                reason="no execution metrics in Redis: Sidekiq 6.4 keeps none, 6.5 only with "
+                "SIDEKIQ_METRICS_BETA=1; per-class job families are omitted until some appear",
+            )
+        return False
+
+    def _accumulate_breach(self, sample: Sample, queue_slas: dict[str, QueueSla]) -> None:
+        now, previous = sample.redis_time, self._previous_redis_time
+        self._previous_redis_time = now
+        elapsed = 0.0 if previous is None else now - previous
+        if not 0.0 < elapsed <= self.config.max_breach_gap_seconds:
+            elapsed = 0.0  # first poll, clock step back, or a gap we did not observe
+        breach: dict[str, float] = {}
+        for queue in sample.queues:
+            sla = queue_slas[queue.name].seconds
+            if sla is None:
+                continue
+            total = self._breach_seconds.get(queue.name, 0.0)
+            over = queue.latency_at(now) - sla
+            if over > 0:
+                # The breach cannot have begun before the oldest job crossed the SLA.
+                total += min(elapsed, over)
+            breach[queue.name] = total
+        self._breach_seconds = breach
