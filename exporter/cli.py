@@ -1,0 +1,194 @@
+"""Entry point (`sidekiq-exporter`, `python -m exporter`): settings, wiring, serve until a signal.
+
+Wiring only: every decision worth testing lives in the modules this one connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+from exporter import __version__
+from exporter.clock import Clock, SystemClock
+from exporter.collector import STALE_AFTER_INTERVALS, SidekiqCollector
+from exporter.connection import create_redis_client
+from exporter.derive import DeriveConfig, Deriver
+from exporter.logs import (
+    EXPORTER_STARTED,
+    EXPORTER_STOPPED,
+    EXPORTER_STOPPING,
+    SHUTDOWN_TIMED_OUT,
+    configure_logging,
+    get_logger,
+)
+from exporter.poller import Poller
+from exporter.settings import (
+    PROG,
+    ConfigError,
+    InfoRequested,
+    Settings,
+    format_listen_address,
+    load_settings,
+)
+from exporter.sidekiq.reader import Reader
+from exporter.store import Store
+from exporter.web import create_app
+
+log = get_logger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_CONFIG: Final = 2
+MIN_METRICS_WINDOW_MINUTES: Final = 3
+
+# Builds the per-target pieces: registers collectors into the registry, pushes every resource
+# it opens (Redis clients) onto the exit stack, and returns one poller per target.
+Builder = Callable[[Settings, Store, CollectorRegistry, Clock, AsyncExitStack], Sequence[Poller]]
+
+
+class StartupError(Exception):
+    """The exporter could not start (e.g. the listen port is taken); one-line message."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the exporter; returns the process exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        settings = load_settings(args, os.environ, stdout_is_tty=sys.stdout.isatty())
+    except InfoRequested as info:
+        sys.stdout.write(info.text)
+        return EXIT_OK
+    except ConfigError as exc:
+        return _fail(str(exc))
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C before our signal handlers were installed: still a requested stop.
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _fail(message: str) -> int:
+    """Print the one-line error Prometheus tools print, and return the config exit code."""
+    one_line = " ".join(message.split())
+    print(f"{PROG}: error: {one_line}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def metrics_window_minutes(poll_interval: float) -> int:
+    """Minutes of Sidekiq metric buckets to re-read per poll so none changes unseen between two."""
+    # The current minute, every minute that began since the previous poll, and one more for
+    # Sidekiq's flush that lands after its minute has ended.
+    return max(MIN_METRICS_WINDOW_MINUTES, math.ceil(poll_interval / 60) + 2)
+
+
+def build_pollers(
+    settings: Settings,
+    store: Store,
+    registry: CollectorRegistry,
+    clock: Clock,
+    stack: AsyncExitStack,
+) -> list[Poller]:
+    """Production wiring: the Sidekiq collector; a Redis client, reader and deriver per target."""
+    registry.register(SidekiqCollector(store, settings, clock))
+    window = metrics_window_minutes(settings.poll_interval)
+    derive_config = DeriveConfig(
+        metrics_window_minutes=window,
+        # A gap the collector would call stale adds no SLA breach time, at any interval.
+        max_breach_gap_seconds=STALE_AFTER_INTERVALS * settings.poll_interval,
+    )
+    pollers = []
+    for target in settings.targets:
+        client = create_redis_client(target, timeout=settings.poll_timeout)
+        stack.push_async_callback(client.aclose)
+        reader = Reader(target.key_prefix, metrics_window_minutes=window)
+        pollers.append(
+            Poller(
+                target,
+                settings,
+                store,
+                functools.partial(reader.read, client),
+                Deriver(target.name, derive_config),
+                clock,
+            )
+        )
+    return pollers
+
+
+async def serve(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    build: Builder = build_pollers,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down within the timeout."""
+    clock = clock if clock is not None else SystemClock()
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def request_stop(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread / Windows
+            loop.add_signal_handler(sig, request_stop, sig)
+
+    store = Store(target.name for target in settings.targets)
+    registry = CollectorRegistry(auto_describe=False)
+    # The usual process_* and python_info series, as every client_python exporter has.
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+
+    # LIFO: the runner is cleaned up (HTTP stops, pollers cancelled) before clients close.
+    stack = AsyncExitStack()
+    try:
+        pollers = build(settings, store, registry, clock, stack)
+        app = create_app(settings, registry, store, pollers)
+        # access_log=None: no per-scrape log lines (the logger is also silenced below WARNING).
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout / 2)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, host=settings.listen_host or None, port=settings.listen_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            # asyncio's message repeats the address; the errno text alone is the reason.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot listen on {settings.listen_address}: {reason}") from None
+        log.info(
+            EXPORTER_STARTED,
+            version=__version__,
+            listen_address=settings.listen_address,
+            addresses=[format_listen_address(a[0], a[1]) for a in runner.addresses],
+            telemetry_path=settings.telemetry_path,
+            poll_interval_seconds=settings.poll_interval,
+            targets={t.name: t.redacted_url for t in settings.targets},
+        )
+        await stop.wait()
+        log.info(EXPORTER_STOPPING, signal=received[0] if received else None)
+    finally:
+        try:
+            async with asyncio.timeout(settings.shutdown_timeout):
+                await stack.aclose()
+        except TimeoutError:
+            log.warning(SHUTDOWN_TIMED_OUT, timeout_seconds=settings.shutdown_timeout)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    log.info(EXPORTER_STOPPED)

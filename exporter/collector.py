@@ -1,0 +1,496 @@
+"""Turns the latest Snapshot of every target into Prometheus metric families.
+
+A custom collector, as prometheus/client_python recommends for exporters: families are built
+fresh on every scrape from the store, so a deleted queue, a stopped process or an unused job
+class simply disappears. Scrapes never talk to Redis. Example of what one target renders:
+
+    # HELP sidekiq_queue_latency_seconds Age of the oldest job in the queue ... Sampled every 10s.
+    # TYPE sidekiq_queue_latency_seconds gauge
+    sidekiq_queue_latency_seconds{queue="default",target="main"} 0.42
+    # HELP sidekiq_processed_jobs_total Jobs executed, failures included (stat:processed) ...
+    # TYPE sidekiq_processed_jobs_total counter
+    sidekiq_processed_jobs_total{target="main"} 1.234567e+06
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.clock import Clock
+from exporter.model import HISTOGRAM_BUCKET_BOUNDS_MS, ScheduledSetSample, Snapshot, clamp_age
+from exporter.store import Store, TargetStatus
+
+# A snapshot older than this many poll intervals is stale: its Sidekiq families are dropped.
+STALE_AFTER_INTERVALS = 3
+
+# Upper bounds of Sidekiq's histogram buckets in seconds, as Prometheus `le` labels. Sidekiq's
+# bounds are exclusive and durations whole milliseconds, so `< 20 ms` equals `≤ 0.019 s`; the
+# `le` labels keep Sidekiq's round numbers, a difference below one millisecond.
+HISTOGRAM_LE = tuple(f"{bound / 1000:g}" for bound in HISTOGRAM_BUCKET_BOUNDS_MS)
+
+
+class CollectorSettings(Protocol):
+    """The settings the collector reads (a subset of `exporter.settings.Settings`)."""
+
+    @property
+    def poll_interval(self) -> float: ...
+
+    @property
+    def collect_processes(self) -> bool: ...
+
+
+def _fmt_interval(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+class _Families:
+    """Builds metric families for all targets, creating each family on first use."""
+
+    def __init__(self, sampled: str) -> None:
+        self.sampled = sampled
+        self.families: dict[str, Metric] = {}
+
+    def add(
+        self,
+        kind: Callable[..., Metric],
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        values: Sequence[str],
+        value: float,
+    ) -> None:
+        family = self.families.get(name)
+        if family is None:
+            family = kind(name, f"{documentation} {self.sampled}", labels=list(labels))
+            self.families[name] = family
+        family.add_metric(list(values), value)  # type: ignore[attr-defined]
+
+    def gauge(
+        self, name: str, doc: str, labels: Sequence[str], values: Sequence[str], value: float
+    ) -> None:
+        self.add(GaugeMetricFamily, name, doc, labels, values, value)
+
+    def counter(
+        self, name: str, doc: str, labels: Sequence[str], values: Sequence[str], value: float
+    ) -> None:
+        self.add(CounterMetricFamily, name, doc, labels, values, value)
+
+
+class SidekiqCollector(Collector):
+    """Renders the store: Sidekiq families from fresh snapshots, self-metrics always."""
+
+    def __init__(self, store: Store, settings: CollectorSettings, clock: Clock) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    def describe(self) -> Iterable[Metric]:
+        # Families depend on the data; describing none keeps registration cheap and lets the
+        # registry skip its duplicate-name check for this collector.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        interval = self.settings.poll_interval
+        families = _Families(f"Sampled every {_fmt_interval(interval)}.")
+        families.gauge(
+            "sidekiq_exporter_build_info",
+            "sidekiq-exporter build, value 1.",
+            ["version"],
+            [__version__],
+            1,
+        )
+        now = self.clock.time()
+        for status in self.store.all():
+            fresh = self._fresh(status, now, interval)
+            self._exporter_metrics(families, status, up=status.up and fresh)
+            if fresh and status.snapshot is not None:
+                self._sidekiq_metrics(families, status.snapshot)
+        yield from families.families.values()
+
+    @staticmethod
+    def _fresh(status: TargetStatus, now: float, interval: float) -> bool:
+        completed = status.snapshot_completed_at
+        if status.snapshot is None or completed is None:
+            return False
+        return now - completed <= STALE_AFTER_INTERVALS * interval
+
+    def _exporter_metrics(self, f: _Families, status: TargetStatus, *, up: bool) -> None:
+        t = [status.target]
+        f.gauge(
+            "sidekiq_up",
+            "1 if the last poll of this target's Redis succeeded and its data is fresh "
+            f"(younger than {STALE_AFTER_INTERVALS} poll intervals), else 0.",
+            ["target"],
+            t,
+            1 if up else 0,
+        )
+        if status.last_poll_duration_seconds is not None:
+            f.gauge(
+                "sidekiq_exporter_poll_duration_seconds",
+                "Duration of the last poll of this target's Redis.",
+                ["target"],
+                t,
+                status.last_poll_duration_seconds,
+            )
+        for result, count in (("success", status.polls_success), ("error", status.polls_error)):
+            f.counter(
+                "sidekiq_exporter_polls",
+                "Polls of this target's Redis, by result.",
+                ["target", "result"],
+                [status.target, result],
+                count,
+            )
+        if status.last_success_timestamp is not None:
+            f.gauge(
+                "sidekiq_exporter_last_poll_success_timestamp_seconds",
+                "When the last successful poll of this target finished (exporter clock).",
+                ["target"],
+                t,
+                status.last_success_timestamp,
+            )
+        if status.last_round_trips is not None:
+            f.gauge(
+                "sidekiq_exporter_redis_round_trips",
+                "Redis round trips the last successful poll needed (constant per poll).",
+                ["target"],
+                t,
+                status.last_round_trips,
+            )
+        for reason, count in sorted(status.skipped_totals.items()):
+            f.counter(
+                "sidekiq_exporter_skipped_items",
+                "Items read from Redis but skipped: malformed, wrong Redis type, over a limit.",
+                ["target", "reason"],
+                [status.target, reason],
+                count,
+            )
+
+    def _sidekiq_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+        sample, target = snapshot.sample, snapshot.target
+        now = sample.redis_time
+        t = [target]
+        f.counter(
+            "sidekiq_processed_jobs",
+            "Jobs executed, failures included (Sidekiq stat:processed).",
+            ["target"],
+            t,
+            sample.processed,
+        )
+        f.counter(
+            "sidekiq_failed_jobs",
+            "Job executions that raised (Sidekiq stat:failed).",
+            ["target"],
+            t,
+            sample.failed,
+        )
+        f.gauge(
+            "sidekiq_enqueued_jobs",
+            "Jobs waiting in all queues (sum of the queue sizes).",
+            ["target"],
+            t,
+            sum(q.size for q in sample.queues),
+        )
+        f.gauge(
+            "sidekiq_scheduled_jobs",
+            "Jobs in the schedule set.",
+            ["target"],
+            t,
+            sample.scheduled.size,
+        )
+        f.gauge("sidekiq_retry_jobs", "Jobs in the retry set.", ["target"], t, sample.retry.size)
+        f.gauge("sidekiq_dead_jobs", "Jobs in the dead set.", ["target"], t, sample.dead_size)
+        sets: tuple[tuple[str, ScheduledSetSample], ...] = (
+            ("schedule", sample.scheduled),
+            ("retry", sample.retry),
+        )
+        for set_name, zset in sets:
+            f.gauge(
+                "sidekiq_scheduled_overdue_jobs",
+                "Members of the schedule or retry set already due but not yet moved to a queue.",
+                ["target", "set"],
+                [target, set_name],
+                zset.overdue,
+            )
+            lag = clamp_age(now, zset.oldest_score) if zset.oldest_score is not None else 0.0
+            f.gauge(
+                "sidekiq_scheduled_lag_seconds",
+                "How long the oldest due member of the set has been waiting to be moved, 0 if "
+                "none: a stuck scheduler shows here first.",
+                ["target", "set"],
+                [target, set_name],
+                lag,
+            )
+        self._queue_metrics(f, snapshot)
+        self._process_metrics(f, snapshot)
+        self._running_metrics(f, snapshot)
+        if snapshot.job_metrics_supported:
+            self._job_class_metrics(f, snapshot)
+
+    def _queue_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+        sample, target = snapshot.sample, snapshot.target
+        now = sample.redis_time
+        busy: dict[str, int] = defaultdict(int)
+        oldest_run: dict[str, float] = {}
+        for job in sample.running_jobs:
+            busy[job.queue] += 1
+            oldest_run[job.queue] = min(oldest_run.get(job.queue, job.run_at), job.run_at)
+        workers: dict[str, int] = defaultdict(int)
+        listeners: dict[str, int] = defaultdict(int)
+        for process in sample.processes:
+            for served, threads in process.queue_capacity.items():
+                workers[served] += threads
+                listeners[served] += 1
+        names = [q.name for q in sample.queues]
+        known = set(names)
+        # Queues served (or running jobs) but never pushed to are real, empty queues.
+        extra = sorted((set(workers) | set(busy)) - known)
+        by_name = {q.name: q for q in sample.queues}
+        for name in names + extra:
+            labels = [target, name]
+            queue = by_name.get(name)
+            f.gauge(
+                "sidekiq_queue_enqueued_jobs",
+                "Jobs waiting in the queue (LLEN).",
+                ["target", "queue"],
+                labels,
+                queue.size if queue else 0,
+            )
+            f.gauge(
+                "sidekiq_queue_latency_seconds",
+                "Age of the oldest job in the queue (enqueued_at, else created_at), 0 if empty.",
+                ["target", "queue"],
+                labels,
+                queue.latency_at(now) if queue else 0.0,
+            )
+            f.gauge(
+                "sidekiq_queue_paused",
+                "1 if Sidekiq Pro has paused the queue.",
+                ["target", "queue"],
+                labels,
+                1 if queue and queue.paused else 0,
+            )
+            f.gauge(
+                "sidekiq_queue_busy_workers",
+                "Jobs of this queue running now, counted from the processes' work hashes.",
+                ["target", "queue"],
+                labels,
+                busy.get(name, 0),
+            )
+            f.gauge(
+                "sidekiq_queue_workers",
+                "Threads of live processes that serve this queue (capacity).",
+                ["target", "queue"],
+                labels,
+                workers.get(name, 0),
+            )
+            f.gauge(
+                "sidekiq_queue_processes",
+                "Live processes that serve this queue.",
+                ["target", "queue"],
+                labels,
+                listeners.get(name, 0),
+            )
+            f.gauge(
+                "sidekiq_queue_max_processing_time_seconds",
+                "Age of the oldest job of this queue running now, 0 if none.",
+                ["target", "queue"],
+                labels,
+                clamp_age(now, oldest_run.get(name)),
+            )
+        for name in names:
+            sla = snapshot.queue_slas.get(name)
+            if sla is None:
+                continue
+            labels = [target, name]
+            f.gauge(
+                "sidekiq_queue_info",
+                "Queue facts, value 1: component, and where its SLA comes from (name/config/none).",
+                ["target", "queue", "component", "sla_source"],
+                [target, name, sla.component, sla.source],
+                1,
+            )
+            if sla.seconds is None:
+                continue
+            f.gauge(
+                "sidekiq_queue_sla_seconds",
+                "Latency the queue promises, from its name (within_5_seconds) or the config file.",
+                ["target", "queue"],
+                labels,
+                sla.seconds,
+            )
+            f.counter(
+                "sidekiq_queue_sla_breach_seconds",
+                "Seconds this exporter observed the queue's latency above its SLA, measured on "
+                "Redis TIME between polls; rate() is the fraction of time in breach.",
+                ["target", "queue"],
+                labels,
+                snapshot.sla_breach_seconds.get(name, 0.0),
+            )
+
+    def _process_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+        sample, target = snapshot.sample, snapshot.target
+        processes = sample.processes
+        f.gauge(
+            "sidekiq_processes",
+            "Live Sidekiq processes (their heartbeat hash exists; stale set members ignored).",
+            ["target"],
+            [target],
+            len(processes),
+        )
+        f.gauge(
+            "sidekiq_workers",
+            "Total concurrency (threads) of the live processes.",
+            ["target"],
+            [target],
+            sum(p.concurrency for p in processes),
+        )
+        f.gauge(
+            "sidekiq_busy_workers",
+            "Jobs running now on the live processes (sum of their busy counts).",
+            ["target"],
+            [target],
+            sum(p.busy for p in processes),
+        )
+        if not self.settings.collect_processes:
+            return
+        names = ["target", "identity", "hostname", "tag"]
+        for p in processes:
+            labels = [target, p.identity, p.hostname, p.tag]
+            f.gauge(
+                "sidekiq_process_busy_workers",
+                "Jobs running on the process.",
+                names,
+                labels,
+                p.busy,
+            )
+            f.gauge(
+                "sidekiq_process_concurrency",
+                "Threads of the process.",
+                names,
+                labels,
+                p.concurrency,
+            )
+            f.gauge(
+                "sidekiq_process_memory_rss_bytes",
+                "Resident memory of the process as it reported it (0 where unknown).",
+                names,
+                labels,
+                p.rss_bytes,
+            )
+            f.gauge(
+                "sidekiq_process_redis_rtt_seconds",
+                "Redis PING round trip the process measured at its last heartbeat.",
+                names,
+                labels,
+                p.redis_rtt_seconds,
+            )
+            f.gauge(
+                "sidekiq_process_heartbeat_timestamp_seconds",
+                "When the process last beat (its own clock).",
+                names,
+                labels,
+                p.heartbeat_timestamp,
+            )
+            f.gauge(
+                "sidekiq_process_start_time_seconds",
+                "When the process started (its own clock).",
+                names,
+                labels,
+                p.start_timestamp,
+            )
+            f.gauge(
+                "sidekiq_process_quiet",
+                "1 if the process is quiet or stopping (it fetches no new jobs).",
+                names,
+                labels,
+                1 if p.quiet else 0,
+            )
+            f.gauge(
+                "sidekiq_process_info",
+                "Process facts, value 1.",
+                [*names, "version"],
+                [*labels, p.version],
+                1,
+            )
+
+    def _running_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+        sample, target = snapshot.sample, snapshot.target
+        count: dict[tuple[str, str], int] = defaultdict(int)
+        oldest: dict[tuple[str, str], float] = {}
+        for job in sample.running_jobs:
+            key = (job.queue, job.job_class)
+            count[key] += 1
+            oldest[key] = min(oldest.get(key, job.run_at), job.run_at)
+        for (queue, job_class), running in sorted(count.items()):
+            labels = [target, queue, job_class]
+            f.gauge(
+                "sidekiq_running_jobs",
+                "Jobs running now, by queue and class (wrapped class for ActiveJob).",
+                ["target", "queue", "class"],
+                labels,
+                running,
+            )
+            f.gauge(
+                "sidekiq_running_job_max_age_seconds",
+                "Age of the oldest running job of this queue and class.",
+                ["target", "queue", "class"],
+                labels,
+                clamp_age(sample.redis_time, oldest[(queue, job_class)]),
+            )
+
+    def _job_class_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+        target = snapshot.target
+        executions = f.families.setdefault(
+            "sidekiq_job_executions",
+            CounterMetricFamily(
+                "sidekiq_job_executions",
+                "Job executions by class, failures included, from Sidekiq's per-minute metrics. "
+                + f.sampled,
+                labels=["target", "class"],
+            ),
+        )
+        failures = f.families.setdefault(
+            "sidekiq_job_failures",
+            CounterMetricFamily(
+                "sidekiq_job_failures",
+                "Job executions that raised, by class, from Sidekiq's per-minute metrics. "
+                + f.sampled,
+                labels=["target", "class"],
+            ),
+        )
+        durations = f.families.setdefault(
+            "sidekiq_job_duration_seconds",
+            HistogramMetricFamily(
+                "sidekiq_job_duration_seconds",
+                "Duration of successful job executions by class, built from Sidekiq's "
+                "per-minute buckets; each bucket saturates at 65,535 per class per minute. "
+                + f.sampled,
+                labels=["target", "class"],
+            ),
+        )
+        assert isinstance(executions, CounterMetricFamily)
+        assert isinstance(failures, CounterMetricFamily)
+        assert isinstance(durations, HistogramMetricFamily)
+        for job_class, totals in sorted(snapshot.job_classes.items()):
+            labels = [target, job_class]
+            executions.add_metric(labels, totals.executions)
+            failures.add_metric(labels, totals.failures)
+            cumulative, buckets = 0, []
+            for le, count in zip(HISTOGRAM_LE, totals.histogram, strict=False):
+                cumulative += count
+                buckets.append((le, float(cumulative)))
+            # `_count` is the successful executions; the histogram and the counts are read in
+            # different round trips, so never let +Inf fall below the finite buckets.
+            buckets.append(("+Inf", float(max(totals.successes, cumulative))))
+            durations.add_metric(labels, buckets, totals.milliseconds / 1000)

@@ -1,0 +1,121 @@
+"""Logging: structlog events with fields, JSON lines or a console renderer, one shape for all.
+
+Our own code logs `log.info(TARGET_DOWN, target="main", error="ConnectionError", ...)`; stdlib
+loggers (aiohttp, redis, asyncio) are routed through `structlog.stdlib.ProcessorFormatter`, so
+every line carries `timestamp` (ISO 8601, UTC), `level`, `logger` and `event`.
+
+Event names are snake_case constants, listed here so they can be grepped and documented.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Final, TextIO
+
+import structlog
+from structlog.typing import Processor
+
+# --- event names ---
+EXPORTER_STARTED: Final = "exporter_started"
+EXPORTER_STOPPING: Final = "exporter_stopping"
+EXPORTER_STOPPED: Final = "exporter_stopped"
+SHUTDOWN_TIMED_OUT: Final = "shutdown_timed_out"
+LISTEN_FAILED: Final = "listen_failed"
+TARGET_UP: Final = "target_up"
+TARGET_DOWN: Final = "target_down"
+POLL_COMPLETED: Final = "poll_completed"
+POLL_FAILED: Final = "poll_failed"
+POLL_CRASHED: Final = "poll_crashed"
+POLLER_DIED: Final = "poller_died"
+
+LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+# The aiohttp access log writes one INFO line per request: per scrape, which we don't want.
+ACCESS_LOGGER: Final = "aiohttp.access"
+
+
+def _shared_processors() -> list[Processor]:
+    """Processors for both structlog and stdlib records, before rendering."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def _renderer(fmt: str) -> list[Processor]:
+    """The final processors for `fmt` ("json" or "console")."""
+    if fmt == "json":
+        # Tracebacks as structured data keep one exception on one JSON line. Never with
+        # locals: a frame's locals can hold a Redis password.
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        return [tracebacks, _leading_keys_first, structlog.processors.JSONRenderer()]
+    if fmt == "console":
+        # plain_traceback: rich/better-exceptions, if installed, would print locals.
+        return [
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
+    raise ValueError(f"unknown log format {fmt!r}")
+
+
+_LEADING_KEYS: Final = ("timestamp", "level", "logger", "event")
+
+
+def _leading_keys_first(
+    _logger: object, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Put timestamp, level, logger and event first so JSON lines read alike."""
+    ordered = {key: event_dict.pop(key) for key in _LEADING_KEYS if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def configure_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> None:
+    """Send structlog and stdlib logging to `stream` (stdout) at `level`, rendered as `fmt`."""
+    numeric_level = LEVELS[level]
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Caching would pin module-level loggers to the first configuration, which breaks
+        # `structlog.testing.capture_logs` and reconfiguration; we log a few lines a minute.
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderer(fmt)],
+    )
+    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    logging.getLogger(ACCESS_LOGGER).setLevel(max(numeric_level, logging.WARNING))
+    # Let Python's own warnings (e.g. deprecations in a dependency) come out in the same shape.
+    logging.captureWarnings(True)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger named `name` (use `__name__`)."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

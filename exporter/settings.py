@@ -1,0 +1,560 @@
+"""Settings: Prometheus-style flags, their `SIDEKIQ_EXPORTER_*` environment defaults, validation.
+
+Parsing happens once at start; every problem becomes a `ConfigError` with a one-line reason that
+names the flag or environment variable it came from. The only I/O is reading the password file.
+
+The flow is `argv + env -> raw options (text + where it came from) -> validated Settings`, with
+one helper per concern (`build_target`, `parse_duration`, `parse_listen_address`, ...), so a later
+`--config.file` YAML with `targets:` and `queues:` sections can feed the same validators: each YAML
+target goes through `build_target`, and file values slot in between environment and built-in
+defaults in `_resolve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, NoReturn, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from exporter import __version__
+
+PROG: Final = "sidekiq-exporter"
+ENV_PREFIX: Final = "SIDEKIQ_EXPORTER_"
+
+DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
+DEFAULT_TARGET_NAME: Final = "default"
+# Outside the crowded 9100-9999 exporter range, and not taken in the Prometheus wiki's
+# default port allocations list at the time of writing.
+DEFAULT_LISTEN_PORT: Final = 8743
+DEFAULT_LISTEN_ADDRESS: Final = f":{DEFAULT_LISTEN_PORT}"
+DEFAULT_TELEMETRY_PATH: Final = "/metrics"
+DEFAULT_POLL_INTERVAL: Final = 10.0
+MIN_POLL_INTERVAL: Final = 1.0
+MAX_POLL_INTERVAL: Final = 300.0
+DEFAULT_TIMEOUT_RATIO: Final = 0.8
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("json", "console")
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+# Paths the web app serves itself; the telemetry path must not shadow them.
+RESERVED_PATHS: Final = ("/", "/-/healthy", "/-/ready")
+
+_REDACTED: Final = "***"
+_SECRET_QUERY_KEYS: Final = frozenset({"password", "username"})
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message is one line naming the problem."""
+
+
+class InfoRequested(Exception):  # not an error: a request to print something and exit 0
+    """`--help` or `--version` was given: print `text` to stdout and exit 0."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class TargetSettings:
+    """One Sidekiq Redis to poll; `name` is the value of the `target` label."""
+
+    name: str
+    url: str
+    username: str | None
+    password: str | None
+    key_prefix: str  # Sidekiq 6 redis-namespace name, without the ":" ("" for none)
+
+    def __repr__(self) -> str:
+        # Settings get logged and printed in tracebacks: never show credentials.
+        return (
+            f"TargetSettings(name={self.name!r}, url={redacted_url(self.url)!r}, "
+            f"username={_REDACTED if self.username else None!r}, "
+            f"password={_REDACTED if self.password else None!r}, "
+            f"key_prefix={self.key_prefix!r})"
+        )
+
+    @property
+    def redacted_url(self) -> str:
+        """The Redis URL with any credentials replaced by `***`."""
+        return redacted_url(self.url)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the exporter needs to run, validated."""
+
+    targets: tuple[TargetSettings, ...]
+    poll_interval: float
+    poll_timeout: float
+    listen_host: str  # "" means every interface
+    listen_port: int
+    telemetry_path: str
+    log_level: str
+    log_format: str
+    collect_processes: bool
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+
+    @property
+    def listen_address(self) -> str:
+        """The listen address in flag form (`:8743`, `127.0.0.1:8743`, `[::1]:8743`)."""
+        return format_listen_address(self.listen_host, self.listen_port)
+
+
+# --------------------------------------------------------------------------- value parsers
+
+_DURATION_RE: Final = re.compile(
+    r"(?:(?P<h>\d+(?:\.\d+)?)h)?"
+    r"(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?"  # "m" but not the "m" of "ms"
+    r"(?:(?P<s>\d+(?:\.\d+)?)s)?"
+    r"(?:(?P<ms>\d+(?:\.\d+)?)ms)?"
+)
+_UNIT_SECONDS: Final = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus/Go-style duration: `500ms`, `10s`, `1m`, `1m30s`, `2h`."""
+    match = _DURATION_RE.fullmatch(text.strip())
+    if match is None or not any(match.groupdict().values()):
+        raise ConfigError(
+            f"invalid duration {text!r} (use a number with a unit: 500ms, 10s, 1m30s, 2h)"
+        )
+    return sum(float(v) * _UNIT_SECONDS[unit] for unit, v in match.groupdict().items() if v)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest duration string for `seconds`: 10 -> `10s`, 0.5 -> `500ms`, 90 -> `1m30s`."""
+    millis = round(seconds * 1000)
+    if millis < 1000:
+        return f"{millis}ms"
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else ""]
+    if millis:
+        parts.append(f"{millis / 1000:g}s")
+    return "".join(parts)
+
+
+def parse_bool(text: str) -> bool:
+    """A boolean from an environment variable: true/false, 1/0, yes/no, on/off."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"invalid boolean {text!r} (use true or false)")
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """(host, port) from `:PORT`, `HOST:PORT` or `[IPv6]:PORT`; host "" means all interfaces."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or not rest.startswith(":"):
+            raise ConfigError(f"invalid listen address {text!r} (use [::1]:PORT for IPv6)")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            raise ConfigError(f"invalid listen address {text!r}: missing :PORT")
+        if ":" in host:
+            raise ConfigError(f"invalid listen address {text!r}: put IPv6 hosts in [brackets]")
+    if any(c.isspace() or c in "/@[]" for c in host):
+        raise ConfigError(f"invalid listen address {text!r}: bad host {host!r}")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"invalid listen address {text!r}: port must be 0-65535")
+    return host, int(port_text)
+
+
+def format_listen_address(host: str, port: int) -> str:
+    """The inverse of `parse_listen_address`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def redacted_url(url: str) -> str:
+    """`url` with any username and password (in the authority or the query) replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # Can't tell where the credentials are, so show nothing of it.
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    # rpartition like urlsplit itself: an unescaped "@" inside a password stays in userinfo.
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        netloc = (_REDACTED if user else "") + (f":{_REDACTED}" if colon else "") + "@" + hostport
+    query = "&".join(_redact_query_item(item) for item in parts.query.split("&"))
+    rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
+    if parts.query:
+        rebuilt += f"?{query}"
+    if parts.fragment:
+        rebuilt += f"#{parts.fragment}"
+    return rebuilt
+
+
+def _redact_query_item(item: str) -> str:
+    key, eq, _value = item.partition("=")
+    if eq and unquote(key).lower() in _SECRET_QUERY_KEYS:
+        return f"{key}={_REDACTED}"
+    return item
+
+
+def url_password(url: str) -> str | None:
+    """The password embedded in a Redis URL (authority or `?password=`), or None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.password:
+        return unquote(parts.password)
+    for item in parts.query.split("&"):
+        key, eq, value = item.partition("=")
+        if eq and unquote(key).lower() == "password" and value:
+            return unquote(value)
+    return None
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def validate_redis_url(url: str) -> None:
+    """Raise ConfigError unless `url` is a redis://, rediss:// or unix:// URL redis-py accepts."""
+    shown = redacted_url(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {shown!r}: {exc}") from None
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            f"invalid Redis URL {shown!r}: scheme must be redis://, rediss:// or unix://"
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"invalid Redis URL {shown!r}: unix:// needs a socket path")
+    elif parts.path not in ("", "/") and not parts.path.lstrip("/").isdigit():
+        raise ConfigError(f"invalid Redis URL {shown!r}: the path must be a database number")
+
+
+def validate_target_name(name: str) -> str:
+    """Return `name` if it can be a `target` label value, else raise ConfigError."""
+    if not name.strip() or not name.isprintable():
+        raise ConfigError(f"invalid target name {name!r}: must be non-empty printable text")
+    return name
+
+
+def validate_key_prefix(prefix: str) -> str:
+    """Return `prefix` if it is a redis-namespace name (no trailing ':'), else raise ConfigError."""
+    if prefix.endswith(":"):
+        raise ConfigError(
+            f"invalid key prefix {prefix!r}: give the redis-namespace name without the "
+            f"trailing ':' (e.g. 'sidekiq' reads 'sidekiq:queues')"
+        )
+    return prefix
+
+
+def build_target(
+    *,
+    name: str,
+    url: str,
+    key_prefix: str = "",
+    username: str | None = None,
+    password: str | None = None,
+) -> TargetSettings:
+    """Validate one target's settings (shared by flags and, later, the YAML `targets:` list)."""
+    validate_target_name(name)
+    validate_redis_url(url)
+    validate_key_prefix(key_prefix)
+    if password is not None and url_password(url) is not None:
+        # redis-py lets the URL's password win over the keyword; refuse rather than guess.
+        raise ConfigError(
+            f"Redis URL {redacted_url(url)!r} already has a password; "
+            "give it in the URL or in the password file, not both"
+        )
+    return TargetSettings(
+        name=name, url=url, username=username, password=password, key_prefix=key_prefix
+    )
+
+
+def read_password_file(path: str) -> str:
+    """The password in `path`, without its trailing newline; ConfigError if unreadable/empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read password file {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read password file {path!r}: not UTF-8 text") from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise ConfigError(f"password file {path!r} is empty")
+    return password
+
+
+def validate_telemetry_path(path: str) -> str:
+    """Return `path` if it is a usable route for /metrics, else raise ConfigError."""
+    if not path.startswith("/"):
+        raise ConfigError(f"invalid telemetry path {path!r}: must start with '/'")
+    if path in RESERVED_PATHS:
+        raise ConfigError(f"invalid telemetry path {path!r}: already used by the exporter")
+    if any(c.isspace() or c in "?#" for c in path):
+        raise ConfigError(f"invalid telemetry path {path!r}: no spaces, '?' or '#'")
+    return path
+
+
+# --------------------------------------------------------------------------- flags
+
+
+@dataclass(frozen=True, slots=True)
+class _Flag:
+    name: str  # without the leading "--"
+    help: str
+    default_text: str  # shown in --help only; real defaults are applied in _settings_from
+    metavar: str = ""
+    boolean: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace(".", "_").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return env_var(self.name)
+
+
+def env_var(flag: str) -> str:
+    """The variable that defaults `--flag`: `redis.url` -> `SIDEKIQ_EXPORTER_REDIS_URL`."""
+    return ENV_PREFIX + flag.lstrip("-").upper().replace(".", "_").replace("-", "_")
+
+
+_FLAGS: Final = (
+    _Flag(
+        "redis.url",
+        "Redis URL of the Sidekiq to watch: redis://, rediss:// or unix://. "
+        "Credentials in it are never logged.",
+        DEFAULT_REDIS_URL,
+        "URL",
+    ),
+    _Flag(
+        "redis.password-file",
+        "file holding the Redis password (trailing newline stripped)",
+        "none",
+        "PATH",
+    ),
+    _Flag(
+        "redis.key-prefix",
+        "Sidekiq 6 redis-namespace name; 'sidekiq' reads 'sidekiq:queues'",
+        '""',
+        "NAME",
+    ),
+    _Flag("target.name", "value of the 'target' label", DEFAULT_TARGET_NAME, "NAME"),
+    _Flag(
+        "poll.interval",
+        "how often to sample Redis (1s to 5m), e.g. 500ms, 10s, 1m",
+        "10s",
+        "DURATION",
+    ),
+    _Flag("poll.timeout", "give up on a poll after this long", "80%% of the interval", "DURATION"),
+    _Flag(
+        "web.listen-address",
+        "address to serve HTTP on: :PORT, HOST:PORT or [IPv6]:PORT",
+        DEFAULT_LISTEN_ADDRESS,
+        "ADDRESS",
+    ),
+    _Flag("web.telemetry-path", "path to serve metrics on", DEFAULT_TELEMETRY_PATH, "PATH"),
+    _Flag("log.level", "one of: " + ", ".join(LOG_LEVELS), "info", "LEVEL"),
+    _Flag(
+        "log.format",
+        "one of: " + ", ".join(LOG_FORMATS),
+        "json, or console when stdout is a terminal",
+        "FORMAT",
+    ),
+    _Flag("collect.processes", "export per-process series", "true", boolean=True),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of printing and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise ConfigError(message.strip() if message else f"argument parsing stopped ({status})")
+
+
+class _RaiseInfo(argparse.Action):
+    """--help / --version: hand the text back to the caller instead of printing it here."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        self.text_kind = kwargs.pop("text_kind")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if self.text_kind == "version":
+            raise InfoRequested(version_text())
+        raise InfoRequested(parser.format_help())
+
+
+def version_text() -> str:
+    """What `--version` prints."""
+    return f"{PROG} {__version__}\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every flag defaults to None so env and built-in defaults apply later."""
+    parser = _Parser(
+        prog=PROG,
+        description="Prometheus exporter for Sidekiq: samples Sidekiq's Redis on its own "
+        "clock and serves the latest snapshot.",
+        add_help=False,
+        allow_abbrev=False,  # "--redis.u" must not silently mean --redis.url
+    )
+    parser.add_argument("-h", "--help", action=_RaiseInfo, text_kind="help", help="show help")
+    parser.add_argument(
+        "--version", action=_RaiseInfo, text_kind="version", help="show the version"
+    )
+    for flag in _FLAGS:
+        help_text = f"{flag.help} [env: {flag.env}] (default: {flag.default_text})"
+        if flag.boolean:
+            parser.add_argument(
+                f"--{flag.name}",
+                dest=flag.dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                f"--{flag.name}", dest=flag.dest, default=None, metavar=flag.metavar, help=help_text
+            )
+    return parser
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    """One option's text and where it came from, for error messages."""
+
+    value: str
+    source: str  # "--poll.interval" or "SIDEKIQ_EXPORTER_POLL_INTERVAL"
+
+
+def _resolve(namespace: argparse.Namespace, env: Mapping[str, str]) -> dict[str, _Raw]:
+    """Flag if given, else the environment variable if set and non-empty; unset otherwise."""
+    resolved: dict[str, _Raw] = {}
+    for flag in _FLAGS:
+        given = getattr(namespace, flag.dest)
+        if given is not None:
+            text = ("true" if given else "false") if flag.boolean else str(given)
+            resolved[flag.name] = _Raw(text, f"--{flag.name}")
+        elif env.get(flag.env):
+            resolved[flag.name] = _Raw(env[flag.env], flag.env)
+    return resolved
+
+
+_T = TypeVar("_T")
+
+
+def _checked(raw: _Raw | None, default: _T, convert: Callable[[str], _T]) -> _T:
+    """`convert(raw.value)` with errors prefixed by the option's source; `default` if unset."""
+    if raw is None:
+        return default
+    try:
+        return convert(raw.value)
+    except ConfigError as exc:
+        raise ConfigError(f"{raw.source}: {exc}") from None
+
+
+def load_settings(argv: Sequence[str], env: Mapping[str, str], *, stdout_is_tty: bool) -> Settings:
+    """Parse flags (which win) and `SIDEKIQ_EXPORTER_*` variables into validated Settings."""
+    namespace = build_parser().parse_args(list(argv))
+    return _settings_from(_resolve(namespace, env), stdout_is_tty=stdout_is_tty)
+
+
+def _settings_from(raw: Mapping[str, _Raw], *, stdout_is_tty: bool) -> Settings:
+    """Validate resolved options; each error names the flag or variable it came from."""
+    interval = _checked(raw.get("poll.interval"), DEFAULT_POLL_INTERVAL, _poll_interval)
+    timeout = _checked(
+        raw.get("poll.timeout"),
+        interval * DEFAULT_TIMEOUT_RATIO,
+        lambda text: _poll_timeout(text, interval),
+    )
+    host, port = _checked(
+        raw.get("web.listen-address"), ("", DEFAULT_LISTEN_PORT), parse_listen_address
+    )
+    path = _checked(raw.get("web.telemetry-path"), DEFAULT_TELEMETRY_PATH, validate_telemetry_path)
+    level = _checked(raw.get("log.level"), "info", lambda text: _choice(text, LOG_LEVELS))
+    fmt = _checked(
+        raw.get("log.format"),
+        "console" if stdout_is_tty else "json",
+        lambda text: _choice(text, LOG_FORMATS),
+    )
+    processes = _checked(raw.get("collect.processes"), True, parse_bool)
+
+    name = _checked(raw.get("target.name"), DEFAULT_TARGET_NAME, validate_target_name)
+    url = _checked(raw.get("redis.url"), DEFAULT_REDIS_URL, _valid_url)
+    prefix = _checked(raw.get("redis.key-prefix"), "", validate_key_prefix)
+    password_raw = raw.get("redis.password-file")
+    password = _checked(password_raw, None, read_password_file)
+    # Each part is valid on its own by now; what is left is the URL/password-file conflict,
+    # which is reported against the password file.
+    target = _checked(
+        password_raw,
+        build_target(name=name, url=url, key_prefix=prefix),
+        lambda _path: build_target(name=name, url=url, key_prefix=prefix, password=password),
+    )
+    return Settings(
+        targets=(target,),
+        poll_interval=interval,
+        poll_timeout=timeout,
+        listen_host=host,
+        listen_port=port,
+        telemetry_path=path,
+        log_level=level,
+        log_format=fmt,
+        collect_processes=processes,
+    )
+
+
+def _valid_url(url: str) -> str:
+    validate_redis_url(url)
+    return url
+
+
+def _poll_interval(text: str) -> float:
+    seconds = parse_duration(text)
+    if not MIN_POLL_INTERVAL <= seconds <= MAX_POLL_INTERVAL:
+        raise ConfigError(
+            f"{text!r} is out of range: the poll interval must be between "
+            f"{format_duration(MIN_POLL_INTERVAL)} and {format_duration(MAX_POLL_INTERVAL)}"
+        )
+    return seconds
+
+
+def _poll_timeout(text: str, interval: float) -> float:
+    seconds = parse_duration(text)
+    if not 0 < seconds <= interval:
+        raise ConfigError(
+            f"{text!r} is out of range: the poll timeout must be > 0 and at most the "
+            f"poll interval ({format_duration(interval)})"
+        )
+    return seconds
+
+
+def _choice(text: str, choices: tuple[str, ...]) -> str:
+    lowered = text.strip().lower()
+    if lowered not in choices:
+        raise ConfigError(f"invalid value {text!r} (choose from {', '.join(choices)})")
+    return lowered

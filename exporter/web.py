@@ -1,0 +1,131 @@
+"""The HTTP side: an aiohttp app serving metrics, a landing page, and health and readiness.
+
+Nothing here knows Sidekiq or Redis. `/metrics` renders whatever collectors the registry holds
+(the cli registers them); pollers are started and stopped with the app through `cleanup_ctx`.
+A later `--web.config.file` (TLS, basic auth) plugs in as `middlewares` here and an SSL
+context on the site in cli.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import AsyncIterator, Sequence
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from exporter import __version__
+from exporter.logs import POLLER_DIED, get_logger
+from exporter.poller import Poller
+from exporter.settings import Settings, format_duration
+from exporter.store import Store
+
+log = get_logger(__name__)
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+STORE_KEY = web.AppKey("store", Store)
+POLLERS_KEY = web.AppKey[tuple[Poller, ...]]("pollers")
+
+HEALTHY_PATH = "/-/healthy"
+READY_PATH = "/-/ready"
+
+
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry,
+    store: Store,
+    pollers: Sequence[Poller] | None = None,
+    *,
+    middlewares: Sequence[Middleware] = (),
+) -> web.Application:
+    """The exporter's web app; `pollers` run for as long as the app does."""
+    app = web.Application(middlewares=list(middlewares))
+    app[SETTINGS_KEY] = settings
+    app[REGISTRY_KEY] = registry
+    app[STORE_KEY] = store
+    app[POLLERS_KEY] = tuple(pollers or ())
+    app.cleanup_ctx.append(_run_pollers)
+    app.router.add_get(settings.telemetry_path, make_aiohttp_handler(registry))
+    app.router.add_get("/", landing_page)
+    app.router.add_get(HEALTHY_PATH, healthy)
+    app.router.add_get(READY_PATH, ready)
+    return app
+
+
+async def _run_pollers(app: web.Application) -> AsyncIterator[None]:
+    """Start one task per poller on startup; cancel and await them all on cleanup."""
+    tasks = tuple(
+        asyncio.create_task(poller.run(), name=f"poller:{poller.target}")
+        for poller in app[POLLERS_KEY]
+    )
+    for task in tasks:
+        task.add_done_callback(_report_death)
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    """Pollers never return on their own; if one does, say so (its target goes stale)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.error(
+        POLLER_DIED,
+        task=task.get_name(),
+        error=type(exc).__name__ if exc else None,
+        exc_info=exc,
+    )
+
+
+async def healthy(request: web.Request) -> web.Response:
+    """200 while the process serves HTTP."""
+    return web.Response(text="OK")
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 once every target has had a successful poll, else 503 naming the ones still waiting."""
+    waiting = request.app[STORE_KEY].waiting_for()
+    if not waiting:
+        return web.Response(text="OK")
+    return web.Response(
+        status=503, text="Not ready: no successful poll yet for target(s) " + ", ".join(waiting)
+    )
+
+
+async def landing_page(request: web.Request) -> web.Response:
+    """A small HTML page linking to the metrics and listing the targets (credentials redacted)."""
+    settings = request.app[SETTINGS_KEY]
+    metrics = html.escape(settings.telemetry_path, quote=True)
+    interval = format_duration(settings.poll_interval)
+    rows = "\n".join(
+        f"<tr><td>{html.escape(t.name)}</td><td><code>{html.escape(t.redacted_url)}</code></td>"
+        f"<td>{html.escape(t.key_prefix) or '&mdash;'}</td></tr>"
+        for t in settings.targets
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Sidekiq Exporter</title></head>
+<body>
+<h1>Sidekiq Exporter</h1>
+<p>Version {html.escape(__version__)}. Samples Sidekiq's Redis every {interval} and serves
+the latest snapshot.</p>
+<ul>
+<li><a href="{metrics}">Metrics</a></li>
+<li><a href="{HEALTHY_PATH}">Health</a></li>
+<li><a href="{READY_PATH}">Readiness</a></li>
+</ul>
+<h2>Targets</h2>
+<table>
+<tr><th>target</th><th>Redis</th><th>key prefix</th></tr>
+{rows}
+</table>
+</body>
+</html>
+"""
+    return web.Response(text=page, content_type="text/html")

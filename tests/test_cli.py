@@ -1,0 +1,340 @@
+"""The entry point: exit codes and messages, wiring, serving, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
+
+from exporter import __version__, cli
+from exporter.clock import Clock, SystemClock
+from exporter.collector import SidekiqCollector
+from exporter.model import Sample, ScheduledSetSample, Snapshot
+from exporter.poller import Poller
+from exporter.settings import Settings, build_target
+from exporter.store import Store
+from tests.support.redis_server import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def no_logging_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() configures process-wide logging; in-process tests must not clobber pytest's."""
+    monkeypatch.setattr(cli, "configure_logging", lambda level, fmt: None)
+
+
+# --- main(): exit codes ----------------------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"sidekiq-exporter {__version__}\n"
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: sidekiq-exporter")
+    assert "SIDEKIQ_EXPORTER_REDIS_URL" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--redis.url=http://user:pw@localhost"], "scheme must be"),
+        (["--poll.interval=forever"], "invalid duration"),
+        (["--redis.password-file=/nonexistent/secret"], "/nonexistent/secret"),
+        (["--web.listen-address=nope"], "missing :PORT"),
+        (["--unknown"], "unrecognized arguments"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(
+    argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("sidekiq-exporter: error: ")
+    assert captured.err.count("\n") == 1
+    assert reason in captured.err
+    assert "pw@" not in captured.err
+
+
+def test_environment_is_read(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SIDEKIQ_EXPORTER_POLL_INTERVAL", "10m")
+    assert cli.main([]) == 2
+    assert "SIDEKIQ_EXPORTER_POLL_INTERVAL" in capsys.readouterr().err
+
+
+def test_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli.main(
+            [
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--redis.url=redis://127.0.0.1:{free_port()}/0",
+            ]
+        )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"sidekiq-exporter: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("interval", "minutes"), [(1, 3), (10, 3), (60, 3), (61, 4), (300, 7)])
+def test_metrics_window_covers_every_minute_between_polls(interval: float, minutes: int) -> None:
+    assert cli.metrics_window_minutes(interval) == minutes
+
+
+def settings_for(port: int = 0, *names: str) -> Settings:
+    return Settings(
+        targets=tuple(
+            build_target(name=name, url=f"redis://:pw@127.0.0.1:{free_port()}/0")
+            for name in (names or ("main",))
+        ),
+        poll_interval=1.0,
+        poll_timeout=0.5,
+        listen_host="127.0.0.1",
+        listen_port=port,
+        telemetry_path="/metrics",
+        log_level="info",
+        log_format="json",
+        collect_processes=True,
+        shutdown_timeout=2.0,
+    )
+
+
+async def test_build_pollers_wires_one_poller_and_client_per_target() -> None:
+    settings = settings_for(0, "a", "b")
+    registry = CollectorRegistry(auto_describe=False)
+    store = Store(["a", "b"])
+    async with AsyncExitStack() as stack:
+        pollers = cli.build_pollers(settings, store, registry, SystemClock(), stack)
+        assert [p.target for p in pollers] == ["a", "b"]
+        collectors = list(registry._collector_to_names)  # no public listing in client_python
+        assert [type(c) for c in collectors] == [SidekiqCollector]
+        # Unreachable Redis: the real reader fails and the poller counts it.
+        assert await pollers[0].poll_once() is False
+        assert store.get("a").polls_error == 1
+
+
+# --- serve(): in process, with fake pollers --------------------------------------------------
+
+
+def fake_sample(now: float) -> Sample:
+    empty = ScheduledSetSample(size=0, overdue=0, oldest_score=None)
+    return Sample(now, 1, 0, empty, empty, 0, (), (), (), (), 2, 5)
+
+
+class FakeBuild:
+    """A Builder with instant fake reads; records that its resources were released."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.pollers: list[Poller] = []
+
+    def __call__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: CollectorRegistry,
+        clock: Clock,
+        stack: AsyncExitStack,
+    ) -> list[Poller]:
+        Gauge("fake_wired", "Proves the builder's registry is served.", registry=registry).set(1)
+
+        async def close() -> None:
+            self.closed.set()
+
+        stack.push_async_callback(close)
+
+        async def read(now_hint: float) -> Sample:
+            return fake_sample(clock.time())
+
+        def derive(sample: Sample) -> Snapshot:
+            return Snapshot("main", sample, {}, False, {}, {})
+
+        self.pollers = [Poller(t, settings, store, read, derive, clock) for t in settings.targets]
+        return self.pollers
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def wait_until_serving(session: aiohttp.ClientSession, base: str) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                status, _ = await get(session, f"{base}/-/ready")
+                if status == 200:
+                    return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.02)
+
+
+async def test_serve_until_stopped_then_releases_everything() -> None:
+    port = free_port()
+    settings = settings_for(port)
+    build, stop = FakeBuild(), asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(cli.serve(settings, build=build, stop=stop))
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            await wait_until_serving(session, base)
+            status, text = await get(session, f"{base}/metrics")
+        assert status == 200
+        names = {f.name for f in text_string_to_metric_families(text)}
+        assert {"fake_wired", "process_cpu_seconds", "python_info"} <= names
+        stop.set()
+        async with asyncio.timeout(settings.shutdown_timeout):
+            await task
+    assert build.closed.is_set()
+    (started,) = [e for e in logs if e["event"] == "exporter_started"]
+    assert started["addresses"] == [f"127.0.0.1:{port}"]
+    assert started["targets"] == {"main": settings.targets[0].redacted_url}
+    assert "pw" not in json.dumps(started)
+    assert [e["event"] for e in logs if e["event"].startswith("exporter_")] == [
+        "exporter_started",
+        "exporter_stopping",
+        "exporter_stopped",
+    ]
+
+
+async def test_serve_port_in_use_releases_everything() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = settings_for(taken.getsockname()[1])
+        build = FakeBuild()
+        with pytest.raises(cli.StartupError, match="Address already in use"):
+            await cli.serve(settings, build=build, stop=asyncio.Event())
+    assert build.closed.is_set()
+
+
+# --- the real process ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def exporter_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python -m exporter` against an unreachable Redis, on a free loopback port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--redis.url=redis://user:hunter2@127.0.0.1:{free_port()}/0",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--poll.interval=1s",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_for_http(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            http_get(url)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{url} never answered")
+
+
+def test_process_serves_while_redis_is_down_and_stops_on_sigterm(
+    exporter_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    proc, base = exporter_process
+    wait_for_http(f"{base}/-/healthy", proc)
+    assert http_get(f"{base}/-/healthy") == (200, "OK")
+    assert http_get(f"{base}/-/ready")[0] == 503
+    status, text = http_get(f"{base}/metrics")
+    assert status == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("sidekiq_up", (("target", "default"),))] == 0
+    assert (
+        samples[("sidekiq_exporter_polls_total", (("result", "error"), ("target", "default")))] >= 1
+    )
+    body = http_get(f"{base}/")[1]
+    assert "hunter2" not in body
+
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+    output = proc.stdout.read() if proc.stdout else ""
+    lines = [json.loads(line) for line in output.splitlines()]  # JSON: stdout is not a TTY
+    events = [line["event"] for line in lines]
+    assert events.count("target_down") == 1
+    assert events[-2:] == ["exporter_stopping", "exporter_stopped"]
+    assert "hunter2" not in output
+    assert "Traceback" not in output
+
+
+def test_python_dash_m_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--version"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"sidekiq-exporter {__version__}\n",
+        "",
+    )

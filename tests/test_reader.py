@@ -1,0 +1,280 @@
+"""The reader on fakeredis: every generation's layout, bad data, and constant round trips."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import fakeredis
+import pytest
+import redis
+
+from exporter.model import RunningJob, Sample
+from exporter.sidekiq import decode
+from exporter.sidekiq.reader import Reader
+from tests.support.layouts import ALL, V6_4_1, V7, V8_0, V8_1_2, SidekiqWriter
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def sync_client(server: fakeredis.FakeServer) -> Iterator[redis.Redis]:
+    client = fakeredis.FakeRedis(server=server)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+async def client(
+    server: fakeredis.FakeServer, request: pytest.FixtureRequest
+) -> AsyncIterator[fakeredis.FakeAsyncRedis]:
+    # The exporter speaks RESP2 (exporter/connection.py); RESP3 shapes are decoded too.
+    client = fakeredis.FakeAsyncRedis(server=server, protocol=request.param)
+    yield client
+    await client.aclose()
+
+
+def redis_now(sync_client: redis.Redis) -> float:
+    seconds, micros = sync_client.time()
+    return float(seconds) + micros / 1e6
+
+
+def minute_of(now: float) -> datetime:
+    return datetime.fromtimestamp(int(now // 60) * 60, UTC)
+
+
+def populate(writer: SidekiqWriter, now: float) -> None:
+    """A small cluster: three queues, two live processes and a stale one, sets, metrics."""
+    writer.stats(processed=1000, failed=7)
+    writer.push("default", writer.job("HardJob", enqueued_at=now - 42.5, created_at=now - 50))
+    writer.push("default", writer.job("HardJob", enqueued_at=now - 1))
+    writer.push("within_5_seconds", writer.job("Fast", created_at=now - 3))  # no enqueued_at
+    writer.client.sadd(writer.keys.queues, "empty")
+    writer.zadd("schedule", now - 20, writer.job("Later", jid="a"))
+    writer.zadd("schedule", now + 3600, writer.job("Later", jid="b"))
+    writer.zadd("retry", now + 60, writer.job("Flaky"))
+    writer.zadd("dead", now - 99, writer.job("Gone"))
+    writer.process(
+        "worker-1:1:aaaaaaaaaaaa",
+        beat=now - 2,
+        tag="one",
+        concurrency=5,
+        queues=["default", "within_5_seconds"],
+        busy=2,
+    )
+    writer.process("worker-2:2:bbbbbbbbbbbb", beat=now - 4, tag="two", concurrency=3, busy=0)
+    writer.client.sadd(writer.keys.processes, "gone:3:cccccccccccc")  # stale: no hash
+    wrapper = "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper"
+    writer.work("worker-1:1:aaaaaaaaaaaa", "t1", "default", writer.job("HardJob"), run_at=now - 30)
+    writer.work(
+        "worker-1:1:aaaaaaaaaaaa",
+        "t2",
+        "within_5_seconds",
+        writer.job(wrapper, wrapped="Mailer"),
+        run_at=now - 5,
+    )
+    if writer.version != V6_4_1:
+        writer.metrics(
+            minute_of(now),
+            "HardJob",
+            executions=40,
+            failures=5,
+            milliseconds=3500,
+            histogram={0: 30, 5: 5},
+        )
+
+
+@pytest.mark.parametrize("version", ALL)
+async def test_reads_every_generation(
+    version: str, sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    writer = SidekiqWriter(sync_client, version)
+    now = redis_now(sync_client)
+    populate(writer, now)
+
+    sample = await Reader().read(client, now)
+
+    assert sample.redis_time == pytest.approx(now, abs=5)
+    assert (sample.processed, sample.failed) == (1000, 7)
+    assert (sample.scheduled.size, sample.scheduled.overdue) == (2, 1)
+    assert sample.scheduled.oldest_score == pytest.approx(now - 20)
+    assert (sample.retry.size, sample.retry.overdue) == (1, 0)
+    assert sample.dead_size == 1
+    queues = {q.name: q for q in sample.queues}
+    assert set(queues) == {"default", "within_5_seconds", "empty"}
+    assert queues["default"].size == 2
+    # ms timestamps in 8.x lose sub-millisecond digits
+    assert queues["default"].latency_at(sample.redis_time) == pytest.approx(
+        42.5 + sample.redis_time - now, abs=0.01
+    )
+    assert queues["within_5_seconds"].oldest_job_timestamp == pytest.approx(now - 3, abs=0.01)
+    assert queues["empty"].size == 0
+    assert queues["empty"].latency_at(sample.redis_time) == 0
+    processes = {p.identity: p for p in sample.processes}
+    assert set(processes) == {"worker-1:1:aaaaaaaaaaaa", "worker-2:2:bbbbbbbbbbbb"}
+    one = processes["worker-1:1:aaaaaaaaaaaa"]
+    assert (one.concurrency, one.busy, one.tag) == (5, 2, "one")
+    assert one.queue_capacity == {"default": 5, "within_5_seconds": 5}
+    running = sorted(sample.running_jobs, key=lambda j: j.queue)
+    assert running == [
+        RunningJob("worker-1:1:aaaaaaaaaaaa", "default", "HardJob", float(int(now - 30))),
+        RunningJob("worker-1:1:aaaaaaaaaaaa", "within_5_seconds", "Mailer", float(int(now - 5))),
+    ]
+    if version == V6_4_1:
+        assert sample.metrics_minutes == ()
+    else:
+        (minute,) = sample.metrics_minutes
+        (hard,) = minute.classes
+        assert (hard.job_class, hard.executions, hard.failures, hard.milliseconds) == (
+            "HardJob",
+            40,
+            5,
+            3500,
+        )
+        assert hard.histogram[0] == 30
+        assert hard.histogram[5] == 5
+        assert sum(hard.histogram) == 35
+    assert sample.skipped == {}
+    # 2, plus a one-off GET fallback for histograms: fakeredis has no BITFIELD_RO.
+    assert sample.round_trips == (2 if version == V6_4_1 else 3)
+
+
+async def test_round_trips_do_not_grow_with_queues_processes_or_jobs(
+    sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    writer = SidekiqWriter(sync_client, V7)
+    now = redis_now(sync_client)
+    reader = Reader()
+    reader.histograms_by_get = True  # fakeredis lacks BITFIELD_RO; keep the count honest
+
+    async def read() -> Sample:
+        return await reader.read(client, now)
+
+    def add_queues(count: int) -> None:
+        for index in range(count):
+            writer.push(f"q{index}", writer.job("J", enqueued_at=now - index))
+
+    def add_processes(count: int) -> None:
+        for index in range(count):
+            identity = f"host-{index}:{index}:0123456789ab"
+            writer.process(identity, beat=now, busy=1)
+            writer.work(identity, "t", "q0", writer.job("J"), run_at=now)
+
+    add_queues(10)
+    add_processes(1)
+    small = await read()
+    add_queues(1000)
+    add_processes(200)
+    for index in range(50):
+        writer.metrics(minute_of(now), f"Class{index}", executions=1, histogram={1: 1})
+    large = await read()
+    assert len(small.queues) == 10
+    assert len(large.queues) == 1000
+    assert len(large.processes) == 200
+    assert len(large.running_jobs) == 200
+    assert small.round_trips == large.round_trips == 2
+    assert large.commands > small.commands
+
+
+async def test_large_sets_page_with_sscan_and_deduplicate(
+    sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    writer = SidekiqWriter(sync_client, V7)
+    now = redis_now(sync_client)
+    for index in range(250):
+        writer.push(f"q{index}", writer.job("J", enqueued_at=now))
+    sample = await Reader(scan_count=100).read(client, now)
+    names = [q.name for q in sample.queues]
+    assert len(names) == len(set(names)) == 250
+    assert sample.round_trips > 2  # a set larger than one SSCAN reply costs extra pages
+
+
+async def test_namespace_prefix_applies_to_keys_not_members(
+    sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    writer = SidekiqWriter(sync_client, V6_4_1, namespace="myapp")
+    now = redis_now(sync_client)
+    populate(writer, now)
+    SidekiqWriter(sync_client, V6_4_1).push("other_app", {"class": "X"})  # not namespaced
+    sample = await Reader("myapp").read(client, now)
+    assert {q.name for q in sample.queues} == {"default", "within_5_seconds", "empty"}
+    assert len(sample.processes) == 2
+    assert len(sample.running_jobs) == 2
+    assert sample.processed == 1000
+
+
+async def test_mixed_7_and_8_cluster_reads_both_families_and_units(
+    sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    old, new = SidekiqWriter(sync_client, V7), SidekiqWriter(sync_client, V8_1_2)
+    now = redis_now(sync_client)
+    # Oldest job pushed by a 7.x client (float s), newest by an 8.x client (int ms).
+    old.push("default", old.job("A", enqueued_at=now - 100))
+    new.push("default", new.job("A", enqueued_at=now - 1))
+    old.metrics(minute_of(now), "A", executions=3, milliseconds=30, histogram={0: 3})
+    new.metrics(minute_of(now), "A", executions=4, failures=1, milliseconds=60, histogram={1: 3})
+    old.process("old:1:aaaaaaaaaaaa", beat=now, concurrency=5)
+    new.process("new:2:bbbbbbbbbbbb", beat=now, concurrency=7)
+    sample = await Reader().read(client, now)
+    (queue,) = sample.queues
+    assert queue.latency_at(now) == pytest.approx(100, abs=0.01)
+    assert sorted(m.key.split("|")[1] for m in sample.metrics_minutes) == sorted(
+        [f"{minute_of(now):%Y%m%d}", f"{minute_of(now):%y%m%d}"]
+    )
+    by_family = {len(m.key.split("|")[1]): m.classes[0] for m in sample.metrics_minutes}
+    assert (by_family[8].executions, by_family[8].histogram[0]) == (3, 3)
+    assert (by_family[6].executions, by_family[6].failures, by_family[6].histogram[1]) == (4, 1, 3)
+    assert sorted(p.concurrency for p in sample.processes) == [5, 7]
+
+
+async def test_wrong_types_and_malformed_items_are_skipped_and_counted(
+    sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    writer = SidekiqWriter(sync_client, V8_0)
+    now = redis_now(sync_client)
+    populate(writer, now)
+    sync_client.sadd("queues", "stringy", "broken")
+    sync_client.set("queue:stringy", "I am a string")  # WRONGTYPE for LLEN and LINDEX
+    sync_client.lpush("queue:broken", b"{not json")
+    sync_client.set("stat:processed", "lots")
+    sync_client.sadd("processes", "listy:1:x", "badinfo:1:x")
+    sync_client.rpush("listy:1:x", "a")  # process "hash" that is a list
+    sync_client.hset("badinfo:1:x", mapping={"info": "{", "beat": "1"})
+    sync_client.hset("worker-1:1:aaaaaaaaaaaa:work", mapping={"t3": "", "t4": "[]"})
+    key = writer.keys.metrics_minute_v8(minute_of(now))
+    sync_client.hset(key, mapping={"Weird|zz": "1", "Neg|p": "-4"})
+    sync_client.set("paused", "not a set")
+    sample = await Reader().read(client, now)
+    assert sample.skipped == {
+        decode.WRONG_TYPE: 4,  # LLEN, LINDEX, HMGET listy, SMEMBERS paused
+        decode.COMMAND_ERROR: 1,  # stat:processed is not an integer
+        decode.INVALID_JOB: 1,
+        decode.INVALID_PROCESS: 1,
+        decode.INVALID_WORK: 2,
+        decode.INVALID_METRIC: 2,
+    }
+    names = {q.name: q for q in sample.queues}
+    assert names["stringy"].size == 0
+    assert names["broken"].size == 1
+    assert names["broken"].oldest_job_timestamp is None
+    assert names["default"].size == 2  # everything else still read
+    assert len(sample.processes) == 2
+    assert len(sample.running_jobs) == 2
+    assert sample.processed == 0
+
+
+async def test_empty_redis(client: fakeredis.FakeAsyncRedis) -> None:
+    sample = await Reader().read(client, 1_755_450_000.0)
+    assert sample.queues == sample.processes == sample.running_jobs == ()
+    assert (sample.processed, sample.failed, sample.dead_size) == (0, 0, 0)
+    assert sample.scheduled.oldest_score is None
+    assert sample.round_trips == 2
+
+
+def test_job_payload_as_sidekiq_writes_it() -> None:
+    job = SidekiqWriter(fakeredis.FakeRedis(), V8_0).job("A", enqueued_at=1.5, created_at=2.0)
+    assert json.dumps(job).count("1500") == 1
