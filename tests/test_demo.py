@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fakeredis
 
-from exporter.demo import V7, Simulation, SidekiqWriter
+from exporter.demo import V7, SidekiqWriter, Simulation
 from exporter.derive import Deriver
 from exporter.sidekiq.reader import Reader
 
