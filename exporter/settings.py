@@ -37,6 +37,8 @@ MIN_POLL_INTERVAL: Final = 1.0
 MAX_POLL_INTERVAL: Final = 300.0
 DEFAULT_TIMEOUT_RATIO: Final = 0.8
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+DEFAULT_QUEUES_MAX: Final = 2000
+DEFAULT_JOB_CLASSES_MAX: Final = 500
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("json", "console")
@@ -71,6 +73,17 @@ class TargetSettings:
     username: str | None
     password: str | None
     key_prefix: str  # Sidekiq 6 redis-namespace name, without the ":" ("" for none)
+    # TLS to Redis (rediss://): files are PEM paths; "" means the system default / none.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_server_name: str = ""
+    tls_insecure_skip_verify: bool = False
+    # Redis Sentinel: when `sentinels` is set, the master named `sentinel_master` is looked up
+    # through them and `url` only supplies the database, credentials and scheme.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = ""
+    sentinel_password: str | None = None
 
     def __repr__(self) -> str:
         # Settings get logged and printed in tracebacks: never show credentials.
@@ -78,13 +91,30 @@ class TargetSettings:
             f"TargetSettings(name={self.name!r}, url={redacted_url(self.url)!r}, "
             f"username={_REDACTED if self.username else None!r}, "
             f"password={_REDACTED if self.password else None!r}, "
-            f"key_prefix={self.key_prefix!r})"
+            f"key_prefix={self.key_prefix!r}, sentinels={self.sentinels!r}, "
+            f"sentinel_master={self.sentinel_master!r})"
         )
 
     @property
     def redacted_url(self) -> str:
         """The Redis URL with any credentials replaced by `***`."""
         return redacted_url(self.url)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRule:
+    """A `queues:` entry of the config file: an exact `name` or a `match` regex (full match)."""
+
+    name: str | None
+    match: re.Pattern[str] | None
+    sla: float | None  # seconds; None: this entry gives no SLA
+    component: str  # "" when none
+
+    def matches(self, queue: str) -> bool:
+        """True if this entry applies to `queue`."""
+        if self.name is not None:
+            return queue == self.name
+        return self.match is not None and self.match.fullmatch(queue) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +131,16 @@ class Settings:
     log_format: str
     collect_processes: bool
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    config_file: str | None = None
+    web_config_file: str | None = None  # exporter-toolkit web config: TLS and basic auth
+    queue_rules: tuple[QueueRule, ...] = ()  # the config file's `queues:`, first match wins
+    # Cardinality limits: series beyond them are dropped and counted, never merged.
+    queues_max: int = DEFAULT_QUEUES_MAX
+    queues_allow: re.Pattern[str] | None = None
+    queues_deny: re.Pattern[str] | None = None
+    job_classes_max: int = DEFAULT_JOB_CLASSES_MAX
+    job_classes_allow: re.Pattern[str] | None = None
+    job_classes_deny: re.Pattern[str] | None = None
 
     @property
     def listen_address(self) -> str:
@@ -267,8 +307,12 @@ def build_target(
     key_prefix: str = "",
     username: str | None = None,
     password: str | None = None,
+    **connection: Any,
 ) -> TargetSettings:
-    """Validate one target's settings (shared by flags and, later, the YAML `targets:` list)."""
+    """Validate one target's settings (shared by the flags and the YAML `targets:` list).
+
+    `connection` takes the TLS and Sentinel fields of `TargetSettings` by name.
+    """
     validate_target_name(name)
     validate_redis_url(url)
     validate_key_prefix(key_prefix)
@@ -278,9 +322,27 @@ def build_target(
             f"Redis URL {redacted_url(url)!r} already has a password; "
             "give it in the URL or in the password file, not both"
         )
-    return TargetSettings(
-        name=name, url=url, username=username, password=password, key_prefix=key_prefix
+    target = TargetSettings(
+        name=name,
+        url=url,
+        username=username,
+        password=password,
+        key_prefix=key_prefix,
+        **connection,
     )
+    if target.sentinels and not target.sentinel_master:
+        raise ConfigError(f"target {name!r}: sentinels need sentinel_master")
+    tls_files = (target.tls_ca_file, target.tls_cert_file, target.tls_key_file)
+    if (any(tls_files) or target.tls_server_name or target.tls_insecure_skip_verify) and (
+        urlsplit(url).scheme != "rediss"
+    ):
+        raise ConfigError(f"target {name!r}: TLS settings need a rediss:// URL")
+    if bool(target.tls_cert_file) != bool(target.tls_key_file):
+        raise ConfigError(f"target {name!r}: cert_file and key_file go together")
+    for path in tls_files:
+        if path and not Path(path).is_file():
+            raise ConfigError(f"target {name!r}: no such file {path!r}")
+    return target
 
 
 def read_password_file(path: str) -> str:
@@ -376,6 +438,44 @@ _FLAGS: Final = (
         "FORMAT",
     ),
     _Flag("collect.processes", "export per-process series", "true", boolean=True),
+    _Flag(
+        "collect.queues.max",
+        "most queues to export per target; the rest are dropped and counted",
+        str(DEFAULT_QUEUES_MAX),
+        "N",
+    ),
+    _Flag("collect.queues.allow", "export only queues fully matching this regex", "all", "REGEX"),
+    _Flag("collect.queues.deny", "never export queues fully matching this regex", "none", "REGEX"),
+    _Flag(
+        "collect.job-classes.max",
+        "most job classes to export per target; the rest are dropped and counted",
+        str(DEFAULT_JOB_CLASSES_MAX),
+        "N",
+    ),
+    _Flag(
+        "collect.job-classes.allow",
+        "export only job classes fully matching this regex",
+        "all",
+        "REGEX",
+    ),
+    _Flag(
+        "collect.job-classes.deny",
+        "never export job classes fully matching this regex",
+        "none",
+        "REGEX",
+    ),
+    _Flag(
+        "config.file",
+        "YAML file with `targets:` (several Redis, TLS, Sentinel) and `queues:` (SLAs)",
+        "none",
+        "PATH",
+    ),
+    _Flag(
+        "web.config.file",
+        "exporter-toolkit web config file: TLS and basic auth for the HTTP server",
+        "none",
+        "PATH",
+    ),
 )
 
 
@@ -502,6 +602,15 @@ def _settings_from(raw: Mapping[str, _Raw], *, stdout_is_tty: bool) -> Settings:
         lambda text: _choice(text, LOG_FORMATS),
     )
     processes = _checked(raw.get("collect.processes"), True, parse_bool)
+    queues_max = _checked(raw.get("collect.queues.max"), DEFAULT_QUEUES_MAX, parse_limit)
+    queues_allow = _checked(raw.get("collect.queues.allow"), None, parse_regex)
+    queues_deny = _checked(raw.get("collect.queues.deny"), None, parse_regex)
+    classes_max = _checked(raw.get("collect.job-classes.max"), DEFAULT_JOB_CLASSES_MAX, parse_limit)
+    classes_allow = _checked(raw.get("collect.job-classes.allow"), None, parse_regex)
+    classes_deny = _checked(raw.get("collect.job-classes.deny"), None, parse_regex)
+    web_config = _checked(raw.get("web.config.file"), None, _readable_file)
+    config_raw = raw.get("config.file")
+    config = _checked(config_raw, ConfigFile(), load_config_file)
 
     name = _checked(raw.get("target.name"), DEFAULT_TARGET_NAME, validate_target_name)
     url = _checked(raw.get("redis.url"), DEFAULT_REDIS_URL, _valid_url)
@@ -515,8 +624,19 @@ def _settings_from(raw: Mapping[str, _Raw], *, stdout_is_tty: bool) -> Settings:
         build_target(name=name, url=url, key_prefix=prefix),
         lambda _path: build_target(name=name, url=url, key_prefix=prefix, password=password),
     )
+    targets: tuple[TargetSettings, ...] = (target,)
+    if config.targets:
+        # The flags describe the one-target shortcut; a config file with targets replaces it.
+        given = [raw[f].source for f in _TARGET_FLAGS if f in raw]
+        if given:
+            assert config_raw is not None
+            raise ConfigError(
+                f"{config_raw.source}: the file lists targets, so {', '.join(given)} "
+                "must not be given too"
+            )
+        targets = config.targets
     return Settings(
-        targets=(target,),
+        targets=targets,
         poll_interval=interval,
         poll_timeout=timeout,
         listen_host=host,
@@ -525,7 +645,200 @@ def _settings_from(raw: Mapping[str, _Raw], *, stdout_is_tty: bool) -> Settings:
         log_level=level,
         log_format=fmt,
         collect_processes=processes,
+        config_file=config_raw.value if config_raw else None,
+        web_config_file=web_config,
+        queue_rules=config.queue_rules,
+        queues_max=queues_max,
+        queues_allow=queues_allow,
+        queues_deny=queues_deny,
+        job_classes_max=classes_max,
+        job_classes_allow=classes_allow,
+        job_classes_deny=classes_deny,
     )
+
+
+_TARGET_FLAGS: Final = ("redis.url", "redis.password-file", "redis.key-prefix", "target.name")
+
+
+def parse_limit(text: str) -> int:
+    """A positive whole number, for the cardinality limits."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"invalid limit {text!r} (use a whole number of at least 1)")
+    return int(text)
+
+
+def parse_regex(text: str) -> re.Pattern[str]:
+    """A regular expression (Python syntax), matched against whole names."""
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"invalid regex {text!r}: {exc}") from None
+
+
+def _readable_file(path: str) -> str:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    return path
+
+
+# --------------------------------------------------------------------------- config file
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """What `--config.file` holds: targets (replacing the flag target) and queue SLA rules."""
+
+    targets: tuple[TargetSettings, ...] = ()
+    queue_rules: tuple[QueueRule, ...] = ()
+
+
+_TARGET_KEYS: Final = frozenset(
+    {
+        "name",
+        "url",
+        "key_prefix",
+        "username",
+        "password_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "server_name",
+        "insecure_skip_verify",
+        "sentinels",
+        "sentinel_master",
+        "sentinel_password_file",
+    }
+)
+_QUEUE_KEYS: Final = frozenset({"name", "match", "sla", "component"})
+
+
+def load_config_file(path: str) -> ConfigFile:
+    """Parse and validate the YAML config file; errors name the entry and key at fault."""
+    import yaml  # only needed with --config.file
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read config file {path!r}: {reason}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path!r} is not valid YAML{where}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {path!r}: expected a mapping with targets: and queues:")
+    unknown = set(document) - {"targets", "queues"}
+    if unknown:
+        raise ConfigError(f"config file {path!r}: unknown key {sorted(map(str, unknown))[0]!r}")
+    try:
+        targets = tuple(
+            _config_target(entry, f"targets[{i}]")
+            for i, entry in enumerate(_config_list(document, "targets"))
+        )
+        rules = tuple(
+            _config_queue(entry, f"queues[{i}]")
+            for i, entry in enumerate(_config_list(document, "queues"))
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path!r}: {exc}") from None
+    names = [t.name for t in targets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"config file {path!r}: target name {duplicates[0]!r} is used twice")
+    return ConfigFile(targets, rules)
+
+
+def _config_list(document: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    entries = document.get(key) or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{key}: expected a list of mappings")
+    return entries
+
+
+def _config_text(entry: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
+    value = entry.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key}: expected text")
+    return value
+
+
+def _config_target(entry: Mapping[str, Any], where: str) -> TargetSettings:
+    unknown = set(entry) - _TARGET_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(map(str, unknown))[0]!r}")
+    name = _config_text(entry, "name", where)
+    if not name:
+        raise ConfigError(f"{where}.name: required")
+    where = f"{where} ({name})"
+
+    def password(key: str) -> str | None:
+        file = _config_text(entry, key, where)
+        return read_password_file(file) if file else None
+
+    sentinels = entry.get("sentinels", [])
+    if not isinstance(sentinels, list) or not all(isinstance(s, str) for s in sentinels):
+        raise ConfigError(f"{where}.sentinels: expected a list of host:port")
+    skip_verify = entry.get("insecure_skip_verify", False)
+    if not isinstance(skip_verify, bool):
+        raise ConfigError(f"{where}.insecure_skip_verify: expected true or false")
+    try:
+        return build_target(
+            name=name,
+            url=_config_text(entry, "url", where, DEFAULT_REDIS_URL),
+            key_prefix=_config_text(entry, "key_prefix", where),
+            username=_config_text(entry, "username", where) or None,
+            password=password("password_file"),
+            tls_ca_file=_config_text(entry, "ca_file", where),
+            tls_cert_file=_config_text(entry, "cert_file", where),
+            tls_key_file=_config_text(entry, "key_file", where),
+            tls_server_name=_config_text(entry, "server_name", where),
+            tls_insecure_skip_verify=skip_verify,
+            sentinels=tuple(_host_port(s, where) for s in sentinels),
+            sentinel_master=_config_text(entry, "sentinel_master", where),
+            sentinel_password=password("sentinel_password_file"),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _host_port(text: str, where: str) -> tuple[str, int]:
+    host, port = parse_listen_address(text) if ":" in text else (text, 26379)
+    if not host:
+        raise ConfigError(f"{where}.sentinels: {text!r} needs a host")
+    return host, port
+
+
+def _config_queue(entry: Mapping[str, Any], where: str) -> QueueRule:
+    unknown = set(entry) - _QUEUE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(map(str, unknown))[0]!r}")
+    if ("name" in entry) == ("match" in entry):
+        raise ConfigError(f"{where}: give exactly one of name or match")
+    name = _config_text(entry, "name", where) if "name" in entry else None
+    pattern = None
+    if "match" in entry:
+        try:
+            pattern = parse_regex(_config_text(entry, "match", where))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.match: {exc}") from None
+    sla: float | None = None
+    if "sla" in entry:
+        raw_sla = entry["sla"]
+        try:
+            sla = parse_duration(str(raw_sla))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.sla: {exc}") from None
+        if sla <= 0:
+            raise ConfigError(f"{where}.sla: must be more than 0")
+    component = _config_text(entry, "component", where)
+    return QueueRule(name=name, match=pattern, sla=sla, component=component)
 
 
 def _valid_url(url: str) -> str:
