@@ -19,6 +19,12 @@ as_root() {
 }
 
 PYTHON="${PYTHON:-python3}"
+if ! command -v "$PYTHON" >/dev/null; then
+    log "installing python3 and python3-venv"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        python3 python3-venv >/dev/null
+fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     log "ERROR: Python >= 3.11 is required ($PYTHON: $("$PYTHON" --version 2>&1 || echo missing))"
     exit 1
