@@ -100,8 +100,9 @@ module Billing
     include Sidekiq::Worker
     sidekiq_options queue: "billing_within_5_minutes"
 
-    def perform(*_args)
-      sleep 0.01
+    # `seconds` lets a test keep a namespaced job running (enqueue.rb's billing_slow).
+    def perform(_number = 0, seconds = 0.01, *_args)
+      sleep seconds.to_f
     end
   end
 end
@@ -143,4 +144,18 @@ end
 if ENV["SIDEKIQ_APP_CRON"] == "1" && SidekiqApp.cron_supported?
   require "sidekiq-cron"
   Sidekiq.options[:cron_poll_interval] = Integer(ENV.fetch("SIDEKIQ_APP_CRON_POLL", "30"))
+end
+
+# SIDEKIQ_APP_POLL_AVERAGE=<seconds> sets Sidekiq's `poll_interval_average`: the scheduler (and
+# sidekiq-cron's poller, a subclass) then skips its 10 s INITIAL_WAIT and sleeps only 0-5 s
+# before the first poll (v6.4.1 lib/sidekiq/scheduled.rb:195-203), so a test sees a cron tick
+# a few seconds after boot instead of 10-15 s.
+if (average = ENV["SIDEKIQ_APP_POLL_AVERAGE"])
+  Sidekiq.configure_server do |config|
+    if SidekiqApp.major == 6
+      Sidekiq.options[:poll_interval_average] = Float(average)
+    else
+      config[:poll_interval_average] = Float(average)
+    end
+  end
 end

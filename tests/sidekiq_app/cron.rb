@@ -4,7 +4,12 @@
 # Sidekiq 6.4.1 + sidekiq-cron 1.8.0 (Debian 12) only; under Sidekiq 7 it prints
 # {"supported": false} and exits 0.
 #
-#   ruby -I<paths> tests/sidekiq_app/cron.rb
+#   ruby -I<paths> tests/sidekiq_app/cron.rb [due_now=1]
+#
+# `Job#save` records the current minute's tick as already enqueued ("don't enque right after
+# scheduler poller starts"), so a fresh job first fires at the next minute boundary, up to 60 s
+# away. `due_now=1` deletes those `cron_job:<name>:enqueued` markers, as if the jobs had been
+# loaded in an earlier minute: the first cron poll then enqueues the current tick.
 #
 # The jobs are only *enqueued* by a server started with SIDEKIQ_APP_CRON=1 (see app.rb;
 # poll interval from SIDEKIQ_APP_CRON_POLL, default 30 s).
@@ -29,6 +34,11 @@ errors = Sidekiq::Cron::Job.load_from_hash!(JOBS.transform_values(&:dup))
 abort("sidekiq-cron rejected jobs: #{errors.inspect}") unless errors.empty?
 # `status` in the hash is ignored by 1.8.0's constructor; apply it explicitly.
 Sidekiq::Cron::Job.find("hourly_disabled")&.disable!
+
+opts = ARGV.to_h { |a| a.split("=", 2) }
+if opts["due_now"] == "1"
+  Sidekiq.redis { |conn| JOBS.each_key { |name| conn.del("cron_job:#{name}:enqueued") } }
+end
 
 puts JSON.generate({
   "supported" => true,

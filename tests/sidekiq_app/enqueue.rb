@@ -30,11 +30,14 @@ DEFAULTS = {
   "slow_seconds" => 60,
   "slow_queue" => "default",
   "scheduled_in" => 3600,
-  "wrapped_seconds" => 0.01
+  "wrapped_seconds" => 0.01,
+  "billing_slow" => 0,      # Billing::InvoiceJob(i, slow_seconds) -> billing_within_5_minutes
+  "overdue" => 0,           # FastJob in `schedule` with a score overdue_seconds in the past
+  "overdue_seconds" => 30
 }.freeze
 STRING_KEYS = %w[slow_queue].freeze
 # Parameters (seconds, queue name) always keep their default; only counts are zeroed.
-PARAM_KEYS = %w[slow_seconds slow_queue scheduled_in wrapped_seconds].freeze
+PARAM_KEYS = %w[slow_seconds slow_queue scheduled_in wrapped_seconds overdue_seconds].freeze
 
 args = {}
 ARGV.each do |a|
@@ -72,6 +75,7 @@ end
 cfg["slow"].times { push.call("slow", cfg["slow_queue"], SlowJob.set(queue: cfg["slow_queue"]).perform_async(cfg["slow_seconds"])) }
 cfg["critical"].times { |i| push.call("critical", "critical", FastJob.set(queue: "critical").perform_async(i)) }
 cfg["within_5_seconds"].times { |i| push.call("within_5_seconds", "within_5_seconds", FastJob.set(queue: "within_5_seconds").perform_async(i)) }
+cfg["billing_slow"].times { |i| push.call("billing_slow", "billing_within_5_minutes", Billing::InvoiceJob.perform_async(i, cfg["slow_seconds"])) }
 cfg["billing"].times { |i| push.call("billing", "billing_within_5_minutes", Billing::InvoiceJob.perform_async(i)) }
 cfg["fast"].times { |i| push.call("fast", "default", FastJob.perform_async(i)) }
 cfg["medium"].times { |i| push.call("medium", "default", MediumJob.perform_async(i)) }
@@ -110,6 +114,16 @@ cfg["scheduled"].times do |i|
   scheduled += 1
 end
 
+# Overdue: a member of `schedule` whose time has passed but that no scheduler moved yet (the
+# scheduler of a quiet process has stopped). `perform_in` with a past time would push at once,
+# so push the raw item: Sidekiq::Client ZADDs any item carrying "at" with that score.
+overdue = 0
+cfg["overdue"].times do |i|
+  jids["overdue"] << Sidekiq::Client.push("class" => FastJob, "args" => [i], "queue" => "default",
+                                          "at" => Time.now.to_f - cfg["overdue_seconds"].to_f)
+  overdue += 1
+end
+
 puts JSON.generate({
   "sidekiq_version" => Sidekiq::VERSION,
   "redis_url" => REDIS_URL.sub(%r{//[^@/]*@}, "//***@"),
@@ -117,5 +131,6 @@ puts JSON.generate({
   "pushed" => pushed,
   "pushed_total" => pushed.values.sum,
   "scheduled" => scheduled,
+  "overdue" => overdue,
   "jids" => jids
 })

@@ -164,8 +164,8 @@ def enqueue(
     With ``defaults=False`` (the default) only the given counts are pushed, e.g.
     ``enqueue("7.3.2", url, fast=1)``; with ``defaults=True`` the script's full default
     workload is pushed and ``counts`` override parts of it. Keys: fast, medium, critical,
-    within_5_seconds, billing, orphan, scheduled, failing, dead, wrapped, slow,
-    slow_seconds, slow_queue, scheduled_in, wrapped_seconds.
+    within_5_seconds, billing, billing_slow, orphan, scheduled, overdue, failing, dead,
+    wrapped, slow, slow_seconds, slow_queue, scheduled_in, overdue_seconds, wrapped_seconds.
     """
     args = [f"{k}={v}" for k, v in counts.items()]
     if not defaults:
@@ -189,9 +189,16 @@ def truth(
     return run_ruby_json(version, "truth", *args, redis_url=redis_url, timeout=timeout)
 
 
-def load_cron(version: str | SidekiqVersion, redis_url: str) -> dict[str, Any]:
-    """Load the sidekiq-cron jobs from tests/sidekiq_app/cron.rb (6.4.1 only)."""
-    return run_ruby_json(version, "cron", redis_url=redis_url)
+def load_cron(
+    version: str | SidekiqVersion, redis_url: str, *, due_now: bool = False
+) -> dict[str, Any]:
+    """Load the sidekiq-cron jobs from tests/sidekiq_app/cron.rb (6.4.1 only).
+
+    ``due_now=True``: the first cron poll enqueues the current minute's tick instead of
+    waiting for the next minute boundary (see cron.rb).
+    """
+    args = ["due_now=1"] if due_now else []
+    return run_ruby_json(version, "cron", *args, redis_url=redis_url)
 
 
 def _resp_for_url(redis_url: str) -> RespConnection:
@@ -402,3 +409,17 @@ class SidekiqProcess:
     def __repr__(self) -> str:
         pid = self.proc.pid if self.proc else None
         return f"SidekiqProcess({self.version.version}, pid={pid}, identity={self.identity!r})"
+
+
+def stop_all(processes: Iterable[SidekiqProcess], timeout: float | None = None) -> None:
+    """TERM every process at once, then wait for each: shutdowns overlap instead of adding up."""
+    procs = [p for p in processes if p.running]
+    for p in procs:
+        assert p.proc is not None
+        p.proc.send_signal(signal.SIGTERM)
+    for p in procs:
+        assert p.proc is not None
+        try:
+            p.proc.wait(timeout if timeout is not None else p.shutdown_timeout + 10)
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -1,0 +1,296 @@
+"""The conformance scenario: real Sidekiq processes, the real exporter, Sidekiq's own API.
+
+`run_scenario(version)` builds one frozen picture of a small Sidekiq cluster and returns
+everything the checks in tests/test_conformance.py compare:
+
+1. redis-server with a read-only ACL user for the exporter (`EXPORTER_ACL`, the
+   `shared/sidekiq-redis-layout.md` §11 line), checked to deny and log a write first;
+2. the exporter daemon, as that user, through a proxy that records every command it sends;
+3. two Sidekiq processes (different tags, concurrencies and queue lists; on 6.4.1 one also
+   runs sidekiq-cron), the workload of tests/sidekiq_app/enqueue.rb with long jobs that keep
+   both busy, and — once every served queue has drained — TSTP to both (quiet: no new fetches,
+   the scheduler stops, running jobs go on), jobs pushed after that (they wait), one more
+   heartbeat so Redis holds the quiet state;
+4. a stale `processes` member (no hash), truth → a scrape from a poll that began after it →
+   truth again, then SIGTERM to the exporter (exit 0 within 5 s) and the ACL log.
+
+Every wait is bounded; every process is reaped on the way out, also after a failure.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from .exporter_process import ExporterProcess, Scrape
+from .redis_server import RedisServer, RespConnection, RespError
+from .resp_proxy import RecordingProxy
+from .sidekiq import (
+    SidekiqProcess,
+    SidekiqVersion,
+    enqueue,
+    get_version,
+    load_cron,
+    stop_all,
+    truth,
+    wait_for,
+)
+
+POLL_INTERVAL_SECONDS = 1.0
+EXPORTER_USER = "sidekiq_exporter"
+
+# The read commands of shared/sidekiq-redis-layout.md §11, verbatim. `%R~*` (Redis 7.0+) lets
+# the user read every key and write none; `-@all` then grants only these commands.
+EXPORTER_ACL_COMMANDS: tuple[str, ...] = (
+    "+ping", "+time", "+info", "+select", "+client|setname",
+    "+sscan", "+smembers", "+scard", "+sismember", "+scan", "+exists", "+type", "+ttl",
+    "+llen", "+lindex", "+lrange", "+get", "+mget",
+    "+zcard", "+zcount", "+zrange",
+    "+hget", "+hmget", "+hgetall", "+hlen", "+bitfield_ro",
+)  # fmt: skip
+# What the exporter may send at all: the grants above plus AUTH, which needs no grant.
+ALLOWED_COMMANDS = frozenset({c[1:].upper() for c in EXPORTER_ACL_COMMANDS} | {"AUTH"})
+
+# Queues: who serves what. orphan_queue is pushed to but served by nobody.
+SERVED_QUEUES = ("critical", "within_5_seconds", "billing_within_5_minutes", "default")
+ORPHAN_QUEUE = "orphan_queue"
+LONG_JOB_SECONDS = 600  # long jobs outlive the scenario; TERM requeues them at teardown
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    tag: str
+    queues: tuple[str, ...]  # as given to `-q` (6.x expands `name,weight`)
+    concurrency: int
+    cron: bool = False
+
+
+PROCESS_SPECS = (
+    ProcessSpec("alpha", ("critical,2", "within_5_seconds", "default"), 4, cron=True),
+    ProcessSpec("beta", ("billing_within_5_minutes", "default", "critical"), 3),
+)
+
+
+def exporter_acl_rule(redis_major: int, password: str) -> list[str]:
+    """`ACL SETUSER` arguments for the exporter user (`~*` before Redis 7.0 has no `%R~`)."""
+    keys = "%R~*" if redis_major >= 7 else "~*"
+    return [
+        "ACL", "SETUSER", EXPORTER_USER, "on", f">{password}", "resetkeys", keys,
+        "resetchannels", "-@all", *EXPORTER_ACL_COMMANDS,
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConformanceRun:
+    """Everything one scenario observed; checks read it, nothing here changes afterwards."""
+
+    version: SidekiqVersion
+    redis_version: str
+    acl_rule: tuple[str, ...]  # the ACL SETUSER line used (password masked)
+    acl_selfcheck: tuple[dict[str, Any], ...]  # ACL LOG entries of the deliberate denied writes
+    identities: dict[str, str]  # tag -> identity
+    specs: dict[str, ProcessSpec]  # tag -> spec
+    workload: dict[str, Any]  # enqueue.rb summary of the main workload
+    late: dict[str, Any]  # enqueue.rb summary of the jobs pushed after quiet
+    cron: dict[str, Any] | None  # sidekiq-cron job hash after its first tick (6.4.1)
+    quiet_at: float  # Redis TIME when TSTP was sent
+    truth_before: dict[str, Any]
+    scrape: Scrape
+    truth_after: dict[str, Any]
+    stale_identity: str
+    stale_member_at_scrape: bool  # SISMEMBER processes <stale> right after the scrape
+    processes_scard_at_scrape: int
+    exporter_clients_as_acl_user: int  # CLIENT LIST entries with user=<EXPORTER_USER>
+    exporter_stop_seconds: float
+    exporter_log_events: tuple[dict[str, Any], ...]
+    exporter_commands: Counter[str]
+    proxy_errors: tuple[str, ...]
+    acl_log: tuple[Any, ...]
+    elapsed_seconds: float
+
+    @property
+    def tolerance(self) -> float:
+        """Slack for ages: one poll interval plus a second (issue 3)."""
+        return POLL_INTERVAL_SECONDS + 1.0
+
+
+def _redis_time(server: RedisServer) -> float:
+    seconds, micros = server.execute("TIME")
+    return int(seconds) + int(micros) / 1_000_000
+
+
+def _acl_log(server: RedisServer) -> list[Any]:
+    return list(server.execute("ACL", "LOG") or [])
+
+
+def _flat_dict(entry: Any) -> dict[str, Any]:
+    items = list(entry)
+    return dict(zip(items[0::2], items[1::2], strict=True))
+
+
+def _check_acl_denies_writes(server: RedisServer, password: str) -> list[dict[str, Any]]:
+    """The ACL really bites: the exporter user's writes fail with NOPERM and are logged."""
+    server.execute("ACL", "LOG", "RESET")
+    with RespConnection(server.host, server.port, username=EXPORTER_USER, password=password) as c:
+        assert c.execute("GET", "stat:processed") is None  # a read is allowed
+        # SET process_cleanup and SREM processes: what Sidekiq's ProcessSet.new writes.
+        for command in (
+            ("SET", "process_cleanup", "1", "NX", "EX", "60"),
+            ("SREM", "processes", "x"),
+        ):
+            error: str | None = None
+            try:
+                c.execute(*command)
+            except RespError as exc:
+                error = str(exc)
+            if error is None or not error.startswith("NOPERM"):
+                raise AssertionError(f"ACL allowed {command[0]} for {EXPORTER_USER}: {error}")
+    entries = [_flat_dict(e) for e in _acl_log(server)]
+    assert {(e["username"], e["object"]) for e in entries} == {
+        (EXPORTER_USER, "set"),
+        (EXPORTER_USER, "srem"),
+    }, entries
+    server.execute("ACL", "LOG", "RESET")
+    assert _acl_log(server) == []
+    return entries
+
+
+def _served_queues_drained(server: RedisServer) -> bool:
+    return all(server.execute("LLEN", f"queue:{q}") == 0 for q in SERVED_QUEUES)
+
+
+def run_scenario(version_name: str) -> ConformanceRun:
+    """Run the whole scenario for one Sidekiq version (see the module docstring)."""
+    started = time.monotonic()
+    version = get_version(version_name)
+    password = secrets.token_hex(16)
+    with ExitStack() as stack:
+        server = stack.enter_context(RedisServer())
+        redis_version = str(server.execute("INFO", "server")).split("redis_version:")[1].split()[0]
+        rule = exporter_acl_rule(int(redis_version.split(".")[0]), password)
+        server.execute(*rule)
+        selfcheck = _check_acl_denies_writes(server, password)
+
+        proxy = stack.enter_context(RecordingProxy(server.port))
+        exporter = ExporterProcess(
+            f"redis://{EXPORTER_USER}:{password}@127.0.0.1:{proxy.port}/0",
+            poll_interval=f"{POLL_INTERVAL_SECONDS:g}s",
+        )
+        # Started before any job runs, so its per-class counters see every metrics flush.
+        stack.enter_context(exporter)
+
+        cron_on = version.has_cron
+        if cron_on:
+            load_cron(version, server.url, due_now=True)
+        processes: dict[str, SidekiqProcess] = {}
+        for spec in PROCESS_SPECS:
+            env = {}
+            if spec.cron and cron_on:
+                # Cron poller every second, first poll within 5 s of boot (see app.rb).
+                env = {"SIDEKIQ_APP_CRON_POLL": "1", "SIDEKIQ_APP_POLL_AVERAGE": "1"}
+            process = SidekiqProcess(
+                version,
+                server.url,
+                queues=spec.queues,
+                concurrency=spec.concurrency,
+                tag=spec.tag,
+                env=env,
+                cron=spec.cron and cron_on,
+            )
+            stack.callback(process.cleanup)
+            processes[spec.tag] = process.start()
+        # Reaped together at exit (before the callbacks above, which then find them stopped).
+        stack.callback(stop_all, list(processes.values()))
+
+        workload = enqueue(
+            version,
+            server.url,
+            defaults=True,
+            slow=2,
+            billing_slow=1,
+            wrapped=1,
+            slow_seconds=LONG_JOB_SECONDS,
+            wrapped_seconds=LONG_JOB_SECONDS,
+        )
+
+        def settled() -> bool:
+            if cron_on and not server.execute("HGET", "cron_job:every_minute", "last_enqueue_time"):
+                return False
+            return (
+                _served_queues_drained(server)
+                and server.execute("ZCARD", "retry") == workload["config"]["failing"]
+                and server.execute("ZCARD", "dead") == workload["config"]["dead"]
+            )
+
+        wait_for(settled, 30, 0.1, "workload did not settle (queues drained, retry/dead)")
+        cron = None
+        if cron_on:
+            raw = server.execute("HGETALL", "cron_job:every_minute")
+            cron = dict(zip(raw[0::2], raw[1::2], strict=True))
+
+        # Quiet both: no new fetches, the schedulers (and cron poller) stop, long jobs go on.
+        quiet_at = _redis_time(server)
+        for process in processes.values():
+            process.quiet()
+        # A fetch already blocked in BRPOP (2 s timeout, fetch.rb) could still take a job:
+        # push the jobs meant to wait only after that.
+        time.sleep(2.5)
+        late = enqueue(version, server.url, critical=3, within_5_seconds=2, overdue=1)
+
+        def quiet_beat() -> bool:
+            for process in processes.values():
+                fields = process.process_hash()
+                if fields.get("quiet") != "true" or float(fields.get("beat", 0)) < quiet_at + 2.5:
+                    return False
+            return True
+
+        wait_for(quiet_beat, version.beat_seconds + 8, 0.1, "no heartbeat after quiet")
+
+        # A member of `processes` whose hash is gone, as a crashed process leaves it (§5.5).
+        stale = "crashed-host:4242:0123456789ab"
+        server.execute("SADD", "processes", stale)
+        truth_before = truth(version, server.url)
+        # truth's ProcessSet.new may have cleaned it up (6.4.1 always does): put it back.
+        server.execute("SADD", "processes", stale)
+        scrape = exporter.scrape_after_polls(2)
+        stale_present = server.execute("SISMEMBER", "processes", stale) == 1
+        scard = int(server.execute("SCARD", "processes"))
+        clients = str(server.execute("CLIENT", "LIST")).count(f"user={EXPORTER_USER} ")
+        truth_after = truth(version, server.url)
+
+        stop_seconds = exporter.stop()
+        log_events = tuple(exporter.log_events())
+        acl_log = tuple(_acl_log(server))
+        commands = proxy.commands
+        proxy_errors = tuple(proxy.errors)
+        masked = tuple("><password>" if arg.startswith(">") else arg for arg in rule)
+        return ConformanceRun(
+            version=version,
+            redis_version=redis_version,
+            acl_rule=masked,
+            acl_selfcheck=tuple(selfcheck),
+            identities={tag: str(p.identity) for tag, p in processes.items()},
+            specs={spec.tag: spec for spec in PROCESS_SPECS},
+            workload=workload,
+            late=late,
+            cron=cron,
+            quiet_at=quiet_at,
+            truth_before=truth_before,
+            scrape=scrape,
+            truth_after=truth_after,
+            stale_identity=stale,
+            stale_member_at_scrape=stale_present,
+            processes_scard_at_scrape=scard,
+            exporter_clients_as_acl_user=clients,
+            exporter_stop_seconds=stop_seconds,
+            exporter_log_events=log_events,
+            exporter_commands=commands,
+            proxy_errors=proxy_errors,
+            acl_log=acl_log,
+            elapsed_seconds=time.monotonic() - started,
+        )
+    raise AssertionError("unreachable")
