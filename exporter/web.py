@@ -2,8 +2,8 @@
 
 Nothing here knows Sidekiq or Redis. `/metrics` renders whatever collectors the registry holds
 (the cli registers them); pollers are started and stopped with the app through `cleanup_ctx`.
-A later `--web.config.file` (TLS, basic auth) plugs in as `middlewares` here and an SSL
-context on the site in cli.
+`--web.config.file` (TLS, basic auth: exporter/webconfig.py) plugs in as `middlewares` here,
+guarding every route, and as an SSL context on the site in cli.
 """
 
 from __future__ import annotations
