@@ -259,7 +259,7 @@ def _error_name(exc: BaseException) -> str:
 def _secrets_of(target: TargetSettings) -> tuple[str, ...]:
     """Every form in which this target's password could appear in an error message."""
     found: set[str] = set()
-    for secret in (target.password, url_password(target.url)):
+    for secret in (target.password, url_password(target.url), target.sentinel_password):
         if secret:
             found.update((secret, quote(secret, safe="")))
     # Longest first, so a secret that contains another is masked whole.

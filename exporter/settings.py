@@ -332,6 +332,8 @@ def build_target(
     )
     if target.sentinels and not target.sentinel_master:
         raise ConfigError(f"target {name!r}: sentinels need sentinel_master")
+    if target.sentinels and urlsplit(url).scheme == "unix":
+        raise ConfigError(f"target {name!r}: sentinels need a redis:// or rediss:// URL")
     tls_files = (target.tls_ca_file, target.tls_cert_file, target.tls_key_file)
     if (any(tls_files) or target.tls_server_name or target.tls_insecure_skip_verify) and (
         urlsplit(url).scheme != "rediss"

@@ -55,7 +55,8 @@ def test_credentials_from_url_and_from_settings() -> None:
 
 
 def test_connection_classes_by_scheme() -> None:
-    assert connection_class_of("rediss://localhost/0") is SSLConnection
+    # rediss:// uses our SSLConnection subclass (own SSLContext, server_name).
+    assert issubclass(connection_class_of("rediss://localhost/0"), SSLConnection)
     assert connection_class_of("unix:///run/redis.sock?db=2") is UnixDomainSocketConnection
     unix = kwargs_of("unix:///run/redis.sock?db=2")
     assert (unix["path"], unix["db"]) == ("/run/redis.sock", 2)

@@ -60,8 +60,12 @@ class RespConnection:
     ) -> None:
         if unix_socket is not None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._sock.settimeout(timeout)
-            self._sock.connect(unix_socket)
+            try:
+                self._sock.settimeout(timeout)
+                self._sock.connect(unix_socket)
+            except OSError:  # e.g. not listening yet: don't leak the socket
+                self._sock.close()
+                raise
         else:
             self._sock = socket.create_connection((host, port), timeout=timeout)
         self._file = self._sock.makefile("rb")
