@@ -34,9 +34,15 @@ from exporter.store import Store, TargetStatus
 # A snapshot older than this many poll intervals is stale: its Sidekiq families are dropped.
 STALE_AFTER_INTERVALS = 3
 
-# Upper bounds of Sidekiq's histogram buckets in seconds, as Prometheus `le` labels. Sidekiq's
-# bounds are exclusive and durations whole milliseconds, so `< 20 ms` equals `≤ 0.019 s`; the
-# `le` labels keep Sidekiq's round numbers, a difference below one millisecond.
+# Upper bounds of Sidekiq's histogram buckets in seconds, as Prometheus `le` labels: Sidekiq's
+# own bounds (0.02, 0.03, …, 335), not `bound − 1 ms`. Sidekiq files a job under the first
+# bucket with `ms < bound`, where `ms` is the difference of two truncated millisecond clock
+# readings (`clock_gettime(MONOTONIC, :millisecond)`, v7.3.10 metrics/tracking.rb:22-30), off
+# from the real duration d by less than 1 ms either way. So `ms < 20` (`ms ≤ 19`) implies
+# d < 20 ms: every observation at or below `le="0.02"` truly is ≤ 0.02 s, as `le` promises,
+# while `le="0.019"` would be false for a 19.5 ms job counted as 19. (Jobs of 19-20 ms may land
+# one bucket up: the clock's resolution.) The bounds also stay the numbers of Sidekiq's Web UI
+# and the ones users write in queries (`le="0.5"`).
 HISTOGRAM_LE = tuple(f"{bound / 1000:g}" for bound in HISTOGRAM_BUCKET_BOUNDS_MS)
 
 
@@ -196,10 +202,10 @@ class SidekiqCollector(Collector):
         )
         f.gauge(
             "sidekiq_enqueued_jobs",
-            "Jobs waiting in all queues (sum of the queue sizes).",
+            "Jobs waiting in all queues (sum of the queue sizes, exported or not).",
             ["target"],
             t,
-            sum(q.size for q in sample.queues),
+            sample.enqueued_total,
         )
         f.gauge(
             "sidekiq_scheduled_jobs",
@@ -473,9 +479,9 @@ class SidekiqCollector(Collector):
             "sidekiq_job_duration_seconds",
             HistogramMetricFamily(
                 "sidekiq_job_duration_seconds",
-                "Duration of successful job executions by class, built from Sidekiq's "
-                "per-minute buckets; each bucket saturates at 65,535 per class per minute. "
-                + f.sampled,
+                "Duration of successful job executions only (failures are not timed), by "
+                "class, built from Sidekiq's per-minute buckets; each bucket saturates at "
+                "65,535 per class per minute (the excess shows in +Inf only). " + f.sampled,
                 labels=["target", "class"],
             ),
         )
@@ -490,7 +496,13 @@ class SidekiqCollector(Collector):
             for le, count in zip(HISTOGRAM_LE, totals.histogram, strict=False):
                 cumulative += count
                 buckets.append((le, float(cumulative)))
-            # `_count` is the successful executions; the histogram and the counts are read in
-            # different round trips, so never let +Inf fall below the finite buckets.
-            buckets.append(("+Inf", float(max(totals.successes, cumulative))))
+            # `_count` (= the +Inf bucket) is the successful executions, `p − f`, so that
+            # `_sum / _count` is Sidekiq's own mean. It differs from Σ buckets in two cases:
+            # - saturation: a bucket stops at 65,535 per class and minute, and the executions
+            #   beyond it show in +Inf only;
+            # - a flush between our two round trips: Sidekiq writes the histogram before the
+            #   `j|` counts, so the histogram can be one flush ahead. Then +Inf takes Σ buckets
+            #   (never below a finite bucket); both sides only grow, so their max does too.
+            everything = cumulative + sum(totals.histogram[len(HISTOGRAM_LE) :])
+            buckets.append(("+Inf", float(max(totals.successes, everything))))
             durations.add_metric(labels, buckets, totals.milliseconds / 1000)

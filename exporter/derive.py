@@ -3,11 +3,17 @@
 Two things need more than one sample:
 
 - Per-class job counters. Sidekiq keeps executions, failures, milliseconds and a histogram per
-  class *per minute* (§6). Each poll re-reads the minutes that can still change; for every
-  (minute key, class) we remember the values last seen and add only the growth, so reading a
-  minute twice never counts twice and a flush that lands late in an earlier minute still counts.
-  First-poll rule: whatever the window holds when the exporter starts is counted in its first
-  sample (executions of the last few minutes), like a counter that started then.
+  class *per minute* (§6), flushed every beat into the bucket of the flush time. Each poll
+  re-reads the minutes that can still change; for every (minute key, class) we remember the
+  values last seen and add only the growth, so reading a minute twice never counts twice, a
+  flush after the minute ended (it lands in the next bucket) counts when that bucket grows, and
+  a skewed worker's write into an earlier, still-read bucket counts too. A minute older than
+  the reader's window is forgotten and never counted again, even if a later poll reads it.
+  First-poll rule: the first sample is a baseline. What the window already holds when the
+  exporter starts (executions of the last few minutes, partly exported by a previous exporter
+  process) is not counted; the counters start at 0 and count what Sidekiq flushes afterwards.
+  Counting it would make every exporter restart add up to a window of executions twice to
+  Prometheus' `increase()` (a reset means "started from 0"), as a spike in `rate()`.
 - Time in breach of a queue's SLA, measured on Redis `TIME` between consecutive polls.
 
 Nothing here touches Redis.
@@ -20,8 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import structlog
-
+from exporter.logs import JOB_CLASS_LIMIT_REACHED, JOB_METRICS_UNAVAILABLE, get_logger
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     ClassMinute,
@@ -31,7 +36,7 @@ from exporter.model import (
     Snapshot,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CLASS_LIMIT = "class_limit"  # skip reason: a job class beyond --collect.job-classes.max
 
@@ -72,6 +77,9 @@ class Deriver:
         # minute key -> class -> last (executions, failures, ms, histogram) seen
         self._seen: dict[str, dict[str, tuple[int, int, int, tuple[int, ...]]]] = {}
         self._minute_start: dict[str, int] = {}  # minute key -> epoch start of that minute
+        # Minutes starting before this were forgotten: never counted again (only ever grows).
+        self._forgotten_before: int | None = None
+        self._baseline_taken = False  # the first sample is a baseline (see the module doc)
         self._totals: dict[str, JobClassTotals] = {}
         self._job_metrics_seen = False
         self._unsupported_logged = False
@@ -112,7 +120,7 @@ class Deriver:
             if not self._class_limit_logged:
                 self._class_limit_logged = True
                 log.warning(
-                    "job_class_limit_reached",
+                    JOB_CLASS_LIMIT_REACHED,
                     target=self.target,
                     limit=config.job_classes_max,
                     first_dropped=job_class,
@@ -121,9 +129,25 @@ class Deriver:
         return True
 
     def _accumulate_job_metrics(self, sample: Sample, skipped: Counter[str]) -> None:
-        window_start = (int(sample.redis_time // 60) - self.config.metrics_window_minutes) * 60
+        window_start = sample.metrics_window_start
+        if window_start is None:  # not told: the window ending at Redis TIME, one minute wider
+            now_minute = int(sample.redis_time // 60)
+            window_start = (now_minute - self.config.metrics_window_minutes) * 60
+        baseline = not self._baseline_taken
+        self._baseline_taken = True
+        # Monotonic: a poll whose clock went back (Redis failover, a clock step) re-reads a
+        # minute already forgotten; counting it from zero again would count it twice. The
+        # baseline poll counts nothing, so it sets no horizon: its window comes from the
+        # exporter's clock alone (the poller learns Redis TIME from it), maybe far off.
+        if not baseline and (
+            self._forgotten_before is None or window_start > self._forgotten_before
+        ):
+            self._forgotten_before = window_start
+        forgotten_before = self._forgotten_before
         for minute in sample.metrics_minutes:
             self._job_metrics_seen = True
+            if forgotten_before is not None and minute.minute_start < forgotten_before:
+                continue
             seen = self._seen.setdefault(minute.key, {})
             self._minute_start[minute.key] = minute.minute_start
             for class_minute in minute.classes:
@@ -133,8 +157,14 @@ class Deriver:
                 current = _minute_values(class_minute)
                 previous = seen.get(klass, _ZERO_MINUTE)
                 seen[klass] = current
-                totals = self._totals.get(klass, JobClassTotals())
-                # Only growth counts: a re-read adds nothing, a late flush adds its part.
+                totals = self._totals.get(klass)
+                if totals is None:
+                    totals = self._totals[klass] = JobClassTotals()
+                if baseline or current == previous:
+                    continue
+                # Only growth counts: a re-read adds nothing, a late flush adds its part. A
+                # value that fell (the key was deleted and re-created) adds nothing either, and
+                # the lower value becomes the base for what follows.
                 self._totals[klass] = JobClassTotals(
                     executions=totals.executions + max(0, current[0] - previous[0]),
                     failures=totals.failures + max(0, current[1] - previous[1]),
@@ -146,10 +176,12 @@ class Deriver:
                         )
                     ),
                 )
-        # Forget minutes that can no longer change (they fell out of the read window). A minute
+        # Forget minutes that can no longer change: the reader no longer reads them. A minute
         # merely missing from one sample (an error reply) is kept, so it is never counted twice.
+        if forgotten_before is None:
+            return
         for key, start in list(self._minute_start.items()):
-            if start < window_start:
+            if start < forgotten_before:
                 del self._seen[key], self._minute_start[key]
 
     def _job_metrics_supported(self, sample: Sample) -> bool:
@@ -162,10 +194,11 @@ class Deriver:
         if sample.processes and not self._unsupported_logged:
             self._unsupported_logged = True
             log.info(
-                "job_metrics_unavailable",
+                JOB_METRICS_UNAVAILABLE,
                 target=self.target,
-                reason="no execution metrics in Redis: Sidekiq 6.4 keeps none, 6.5 only with "
-                "SIDEKIQ_METRICS_BETA=1; per-class job families are omitted until some appear",
+                reason="no execution metrics in Redis and no process reports Sidekiq 7.0.2+: "
+                "Sidekiq 6.4 keeps none, 6.5 only with SIDEKIQ_METRICS_BETA=1; the per-class "
+                "job families are omitted until some appear",
             )
         return False
 

@@ -28,6 +28,10 @@ POLL_COMPLETED: Final = "poll_completed"
 POLL_FAILED: Final = "poll_failed"
 POLL_CRASHED: Final = "poll_crashed"
 POLLER_DIED: Final = "poller_died"
+WEB_CERTIFICATE_RELOADED: Final = "web_certificate_reloaded"
+WEB_CERTIFICATE_RELOAD_FAILED: Final = "web_certificate_reload_failed"
+JOB_METRICS_UNAVAILABLE: Final = "job_metrics_unavailable"
+JOB_CLASS_LIMIT_REACHED: Final = "job_class_limit_reached"
 
 LEVELS: Final = {
     "debug": logging.DEBUG,

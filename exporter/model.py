@@ -122,6 +122,19 @@ class Sample:
     round_trips: int
     commands: int
     skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> items skipped here
+    # Jobs waiting in ALL queues (sum of LLEN), including queues not exported (deny regex,
+    # queue limit) and so missing from `queues`; None: the sum over `queues`.
+    enqueued_jobs: int | None = None
+    # Epoch start of the oldest metrics minute the reader asked for (present or not); the
+    # deriver forgets older minutes. None: derive it from `redis_time` and the window size.
+    metrics_window_start: int | None = None
+
+    @property
+    def enqueued_total(self) -> int:
+        """Jobs waiting in all queues, exported or not (Sidekiq's `Stats#enqueued`)."""
+        if self.enqueued_jobs is not None:
+            return self.enqueued_jobs
+        return sum(q.size for q in self.queues)
 
 
 @dataclass(frozen=True, slots=True)

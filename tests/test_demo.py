@@ -14,11 +14,13 @@ async def test_simulation_feeds_every_family() -> None:
     writer = SidekiqWriter(fakeredis.FakeRedis(server=server), V7)
     simulation = Simulation(writer, seed=1)
     start = 1_755_450_000.0 + 200  # inside the billing outage window (t % 300 < 90 is false)
-    for second in range(0, 120):
-        simulation.step(start + second, 1.0)
     reader, derive = Reader(), Deriver("demo")
     reader.histograms_by_get = True  # fakeredis has no BITFIELD_RO
-    snapshot = derive(await reader.read(fakeredis.FakeAsyncRedis(server=server), start + 120))
+    client = fakeredis.FakeAsyncRedis(server=server)
+    derive(await reader.read(client, start))  # the first poll is the per-class baseline
+    for second in range(0, 120):
+        simulation.step(start + second, 1.0)
+    snapshot = derive(await reader.read(client, start + 120))
     sample = snapshot.sample
     assert {q.name for q in sample.queues} >= {"critical", "within_5_seconds", "default"}
     assert len(sample.processes) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from structlog.testing import capture_logs
@@ -60,36 +61,74 @@ def cm(name: str, p: int, f: int = 0, ms: int = 0, h: tuple[int, ...] | None = N
     return ClassMinute(name, p, f, ms, h or hist(b0=p - f))
 
 
-def test_first_poll_counts_the_window_and_rereads_count_nothing() -> None:
+def started(config: DeriveConfig | None = None, now: float = T0 - 60) -> Deriver:
+    """A deriver past its first poll: a baseline taken on an empty Redis a minute before T0."""
+    derive = Deriver("main", config)
+    derive(sample(now))
+    return derive
+
+
+def test_first_poll_is_a_baseline_then_only_growth_counts() -> None:
     derive = Deriver("main")
+    first = derive(sample(T0 + 10, minute(T0, cm("A", 5, 1, 100))))
+    # What the window held at start is not counted, but the class exists from the start at 0.
+    assert first.job_classes["A"].executions == 0
+    assert first.job_classes["A"].histogram == hist()
+    grown = derive(sample(T0 + 20, minute(T0, cm("A", 8, 2, 150, hist(b0=5, b3=1)))))
+    assert grown.job_classes["A"].executions == 3
+    assert grown.job_classes["A"].failures == 1
+    assert grown.job_classes["A"].milliseconds == 50
+    assert grown.job_classes["A"].histogram == hist(b0=1, b3=1)
+
+
+def test_rereads_count_nothing() -> None:
+    derive = started()
     first = derive(sample(T0 + 10, minute(T0, cm("A", 5, 1, 100))))
     assert first.job_classes["A"].executions == 5
     assert first.job_classes["A"].failures == 1
     assert first.job_classes["A"].milliseconds == 100
-    again = derive(sample(T0 + 20, minute(T0, cm("A", 5, 1, 100))))
-    assert again.job_classes["A"].executions == 5
-    assert again.job_classes["A"].histogram == hist(b0=4)
+    for now in (T0 + 20, T0 + 30, T0 + 65):
+        again = derive(sample(now, minute(T0, cm("A", 5, 1, 100))))
+        assert again.job_classes["A"].executions == 5
+        assert again.job_classes["A"].histogram == hist(b0=4)
 
 
-def test_growth_and_late_flush_into_previous_minute_are_counted() -> None:
-    derive = Deriver("main")
+def test_flush_after_the_minute_ended_lands_in_the_next_bucket() -> None:
+    # Sidekiq flushes every beat (10 s) into the bucket of the flush time: jobs that ran at
+    # 12:00:55 are flushed at 12:01:03 into the 12:01 bucket. Nothing special: a new key grows.
+    derive = started()
     derive(sample(T0 + 50, minute(T0, cm("A", 5))))
-    # Next minute: the old minute got a late flush (+2), the new one has 3.
+    snap = derive(sample(T0 + 59, minute(T0, cm("A", 5))))
+    assert snap.job_classes["A"].executions == 5
+    snap = derive(sample(T0 + 65, minute(T0, cm("A", 5)), minute(T0 + 60, cm("A", 3))))
+    assert snap.job_classes["A"].executions == 8
+    assert snap.job_classes["A"].histogram[0] == 8
+
+
+def test_skewed_worker_writes_into_the_previous_minute_after_it_ended() -> None:
+    # A worker whose clock is behind still flushes into the 12:00 bucket at 12:01:05 (exporter
+    # clock): the previous minute is still read and its growth is counted.
+    derive = started()
+    derive(sample(T0 + 50, minute(T0, cm("A", 5))))
     snap = derive(sample(T0 + 65, minute(T0 + 60, cm("A", 3)), minute(T0, cm("A", 7))))
     assert snap.job_classes["A"].executions == 10
     assert snap.job_classes["A"].histogram[0] == 10
 
 
 def test_mixed_families_for_the_same_minute_add_up() -> None:
-    derive = Deriver("main")
+    derive = started()
     snap = derive(
         sample(T0 + 5, minute(T0, cm("A", 3), family="7"), minute(T0, cm("A", 4), family="8"))
     )
     assert snap.job_classes["A"].executions == 7
+    snap = derive(
+        sample(T0 + 15, minute(T0, cm("A", 3), family="7"), minute(T0, cm("A", 6), family="8"))
+    )
+    assert snap.job_classes["A"].executions == 9
 
 
 def test_minutes_are_forgotten_once_out_of_window_but_kept_while_missing() -> None:
-    derive = Deriver("main", DeriveConfig(metrics_window_minutes=3))
+    derive = started(DeriveConfig(metrics_window_minutes=3))
     derive(sample(T0 + 5, minute(T0, cm("A", 5))))
     # One poll where the minute is missing (e.g. an error reply) must not reset it ...
     derive(sample(T0 + 15))
@@ -101,8 +140,50 @@ def test_minutes_are_forgotten_once_out_of_window_but_kept_while_missing() -> No
     assert derive._seen == {}
 
 
-def test_counter_never_decreases_when_a_bucket_shrinks() -> None:
+def test_bucket_expiry_in_redis_counts_nothing_and_loses_nothing() -> None:
+    # Sidekiq's keys expire after 8 h, long after they left the window; a minute that vanishes
+    # from Redis while still in the window (deleted) leaves the counters as they were.
+    derive = started()
+    derive(sample(T0 + 5, minute(T0, cm("A", 5, 1, 40))))
+    snap = derive(sample(T0 + 15))
+    assert snap.job_classes["A"] == derive(sample(T0 + 25)).job_classes["A"]
+    assert snap.job_classes["A"].executions == 5
+
+
+def test_a_forgotten_minute_read_again_is_never_counted_twice() -> None:
+    # The reader says which minutes it asked for; the deriver forgets older ones for good,
+    # even when a later poll's clock went back (Redis failover, a clock step) and re-reads one.
+    derive = started(now=T0 - 120)
+    window = 3 * 60
+
+    def read(now: float, *minutes: MetricsMinute) -> Sample:
+        start = int(now // 60) * 60 - window + 60
+        return replace(sample(now, *minutes), metrics_window_start=start)
+
+    derive(read(T0 + 5, minute(T0, cm("A", 5))))
+    derive(read(T0 + 60 * 4, minute(T0 + 60 * 4, cm("A", 1))))  # T0 fell out of the window
+    assert T0 not in derive._minute_start.values()
+    back = derive(read(T0 + 30, minute(T0, cm("A", 6)), minute(T0 + 60 * 4, cm("A", 1))))
+    assert back.job_classes["A"].executions == 6  # 5 + 1, not + 6 again
+
+
+def test_a_skewed_first_poll_does_not_hide_later_minutes() -> None:
+    # The first poll's window comes from the exporter's clock (Redis TIME is learnt from it);
+    # five minutes fast, it reads future minutes. That baseline must not make the deriver
+    # ignore the real minutes the next, corrected poll reads.
     derive = Deriver("main")
+
+    def read(now: float, *minutes: MetricsMinute) -> Sample:
+        return replace(sample(now, *minutes), metrics_window_start=int(now // 60) * 60 - 120)
+
+    derive(read(T0 + 300))
+    derive(read(T0 + 5, minute(T0, cm("A", 2))))
+    snap = derive(read(T0 + 15, minute(T0, cm("A", 5))))
+    assert snap.job_classes["A"].executions == 5  # a minute first seen after the baseline
+
+
+def test_counter_never_decreases_when_a_bucket_shrinks() -> None:
+    derive = started()
     derive(sample(T0 + 5, minute(T0, cm("A", 5, ms=50))))
     snap = derive(sample(T0 + 15, minute(T0, cm("A", 2, ms=10))))  # key recreated
     assert snap.job_classes["A"].executions == 5
@@ -111,14 +192,18 @@ def test_counter_never_decreases_when_a_bucket_shrinks() -> None:
     assert snap.job_classes["A"].milliseconds == 70
 
 
-def test_restart_is_a_counter_reset() -> None:
-    Deriver("main")(sample(T0 + 5, minute(T0, cm("A", 5))))
-    fresh = Deriver("main")(sample(T0 + 15, minute(T0, cm("A", 6))))
-    assert fresh.job_classes["A"].executions == 6
+def test_restart_is_a_counter_reset_to_zero() -> None:
+    derive = started()
+    assert derive(sample(T0 + 5, minute(T0, cm("A", 5)))).job_classes["A"].executions == 5
+    # A new exporter process: its first poll is a baseline, so the executions the old one
+    # exported are not counted again; Prometheus sees a reset to 0 and counts growth after.
+    restarted = Deriver("main")
+    assert restarted(sample(T0 + 15, minute(T0, cm("A", 6)))).job_classes["A"].executions == 0
+    assert restarted(sample(T0 + 25, minute(T0, cm("A", 9)))).job_classes["A"].executions == 3
 
 
 def test_class_limit_drops_and_counts_never_merges() -> None:
-    derive = Deriver("main", DeriveConfig(job_classes_max=2))
+    derive = started(DeriveConfig(job_classes_max=2))
     with capture_logs() as logs:
         snap = derive(sample(T0 + 5, minute(T0, cm("A", 1), cm("B", 1), cm("C", 1), cm("D", 1))))
         snap2 = derive(sample(T0 + 15, minute(T0, cm("A", 2), cm("C", 5))))
@@ -126,6 +211,7 @@ def test_class_limit_drops_and_counts_never_merges() -> None:
     assert snap.skipped == {CLASS_LIMIT: 2}
     assert snap2.skipped == {CLASS_LIMIT: 1}
     assert snap2.job_classes["A"].executions == 2
+    assert set(snap2.job_classes) == {"A", "B"}  # nothing like "other" is made up
     assert [e["event"] for e in logs].count("job_class_limit_reached") == 1
 
 
