@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
+from exporter.cardinality import QueueSelector
 from exporter.clock import Clock, SystemClock
 from exporter.collector import STALE_AFTER_INTERVALS, SidekiqCollector
 from exporter.connection import create_redis_client
@@ -42,8 +43,10 @@ from exporter.settings import (
     load_settings,
 )
 from exporter.sidekiq.reader import Reader
+from exporter.sla import SlaResolver
 from exporter.store import Store
 from exporter.web import create_app
+from exporter.webconfig import WebConfig, load_web_config
 
 log = get_logger(__name__)
 
@@ -65,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         settings = load_settings(args, os.environ, stdout_is_tty=sys.stdout.isatty())
+        # TLS and basic auth: a bad file stops us here, before anything listens.
+        web_config = load_web_config(settings.web_config_file)
     except InfoRequested as info:
         sys.stdout.write(info.text)
         return EXIT_OK
@@ -72,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, web_config=web_config))
     except StartupError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
@@ -107,14 +112,25 @@ def build_pollers(
     window = metrics_window_minutes(settings.poll_interval)
     derive_config = DeriveConfig(
         metrics_window_minutes=window,
+        job_classes_max=settings.job_classes_max,
+        job_class_allow=settings.job_classes_allow,
+        job_class_deny=settings.job_classes_deny,
         # A gap the collector would call stale adds no SLA breach time, at any interval.
         max_breach_gap_seconds=STALE_AFTER_INTERVALS * settings.poll_interval,
+        # SLA per queue: the config file's first matching `queues:` entry, else the name.
+        sla_for=SlaResolver(settings.queue_rules),
     )
     pollers = []
     for target in settings.targets:
         client = create_redis_client(target, timeout=settings.poll_timeout)
         stack.push_async_callback(client.aclose)
-        reader = Reader(target.key_prefix, metrics_window_minutes=window)
+        queues = QueueSelector(
+            target.name,
+            limit=settings.queues_max,
+            allow=settings.queues_allow,
+            deny=settings.queues_deny,
+        )
+        reader = Reader(target.key_prefix, metrics_window_minutes=window, queues=queues)
         pollers.append(
             Poller(
                 target,
@@ -134,6 +150,7 @@ async def serve(
     clock: Clock | None = None,
     build: Builder = build_pollers,
     stop: asyncio.Event | None = None,
+    web_config: WebConfig | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down within the timeout."""
     clock = clock if clock is not None else SystemClock()
@@ -159,12 +176,28 @@ async def serve(
     stack = AsyncExitStack()
     try:
         pollers = build(settings, store, registry, clock, stack)
-        app = create_app(settings, registry, store, pollers)
+        if web_config is None:
+            try:
+                web_config = load_web_config(settings.web_config_file)
+            except ConfigError as exc:
+                raise StartupError(str(exc)) from None
+        app = create_app(
+            settings,
+            registry,
+            store,
+            pollers,
+            middlewares=web_config.middlewares() if web_config else (),
+        )
         # access_log=None: no per-scrape log lines (the logger is also silenced below WARNING).
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout / 2)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, host=settings.listen_host or None, port=settings.listen_port)
+        site = web.TCPSite(
+            runner,
+            host=settings.listen_host or None,
+            port=settings.listen_port,
+            ssl_context=web_config.create_ssl_context() if web_config else None,
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -179,6 +212,7 @@ async def serve(
             telemetry_path=settings.telemetry_path,
             poll_interval_seconds=settings.poll_interval,
             targets={t.name: t.redacted_url for t in settings.targets},
+            web=web_config.summary if web_config else None,
         )
         await stop.wait()
         log.info(EXPORTER_STOPPING, signal=received[0] if received else None)
