@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -60,6 +60,9 @@ def _fmt_interval(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+_F = TypeVar("_F", bound=Metric)
+
+
 class _Families:
     """Builds metric families for all targets, creating each family on first use."""
 
@@ -67,30 +70,36 @@ class _Families:
         self.sampled = sampled
         self.families: dict[str, Metric] = {}
 
-    def add(
-        self,
-        kind: Callable[..., Metric],
-        name: str,
-        documentation: str,
-        labels: Sequence[str],
-        values: Sequence[str],
-        value: float,
-    ) -> None:
+    def _family(
+        self, kind: Callable[..., _F], name: str, documentation: str, labels: Sequence[str]
+    ) -> _F:
         family = self.families.get(name)
         if family is None:
             family = kind(name, f"{documentation} {self.sampled}", labels=list(labels))
             self.families[name] = family
-        family.add_metric(list(values), value)  # type: ignore[attr-defined]
+        return family  # type: ignore[return-value]  # the name always maps to one kind
 
     def gauge(
         self, name: str, doc: str, labels: Sequence[str], values: Sequence[str], value: float
     ) -> None:
-        self.add(GaugeMetricFamily, name, doc, labels, values, value)
+        self._family(GaugeMetricFamily, name, doc, labels).add_metric(list(values), value)
 
     def counter(
         self, name: str, doc: str, labels: Sequence[str], values: Sequence[str], value: float
     ) -> None:
-        self.add(CounterMetricFamily, name, doc, labels, values, value)
+        self._family(CounterMetricFamily, name, doc, labels).add_metric(list(values), value)
+
+    def histogram(
+        self,
+        name: str,
+        doc: str,
+        labels: Sequence[str],
+        values: Sequence[str],
+        buckets: Sequence[tuple[str, float]],
+        sum_value: float,
+    ) -> None:
+        family = self._family(HistogramMetricFamily, name, doc, labels)
+        family.add_metric(list(values), list(buckets), sum_value)
 
 
 class SidekiqCollector(Collector):
@@ -456,42 +465,23 @@ class SidekiqCollector(Collector):
             )
 
     def _job_class_metrics(self, f: _Families, snapshot: Snapshot) -> None:
-        target = snapshot.target
-        executions = f.families.setdefault(
-            "sidekiq_job_executions",
-            CounterMetricFamily(
-                "sidekiq_job_executions",
-                "Job executions by class, failures included, from Sidekiq's per-minute metrics. "
-                + f.sampled,
-                labels=["target", "class"],
-            ),
-        )
-        failures = f.families.setdefault(
-            "sidekiq_job_failures",
-            CounterMetricFamily(
-                "sidekiq_job_failures",
-                "Job executions that raised, by class, from Sidekiq's per-minute metrics. "
-                + f.sampled,
-                labels=["target", "class"],
-            ),
-        )
-        durations = f.families.setdefault(
-            "sidekiq_job_duration_seconds",
-            HistogramMetricFamily(
-                "sidekiq_job_duration_seconds",
-                "Duration of successful job executions only (failures are not timed), by "
-                "class, built from Sidekiq's per-minute buckets; each bucket saturates at "
-                "65,535 per class per minute (the excess shows in +Inf only). " + f.sampled,
-                labels=["target", "class"],
-            ),
-        )
-        assert isinstance(executions, CounterMetricFamily)
-        assert isinstance(failures, CounterMetricFamily)
-        assert isinstance(durations, HistogramMetricFamily)
+        names = ["target", "class"]
         for job_class, totals in sorted(snapshot.job_classes.items()):
-            labels = [target, job_class]
-            executions.add_metric(labels, totals.executions)
-            failures.add_metric(labels, totals.failures)
+            labels = [snapshot.target, job_class]
+            f.counter(
+                "sidekiq_job_executions",
+                "Job executions by class, failures included, from Sidekiq's per-minute metrics.",
+                names,
+                labels,
+                totals.executions,
+            )
+            f.counter(
+                "sidekiq_job_failures",
+                "Job executions that raised, by class, from Sidekiq's per-minute metrics.",
+                names,
+                labels,
+                totals.failures,
+            )
             cumulative, buckets = 0, []
             for le, count in zip(HISTOGRAM_LE, totals.histogram, strict=False):
                 cumulative += count
@@ -505,4 +495,13 @@ class SidekiqCollector(Collector):
             #   (never below a finite bucket); both sides only grow, so their max does too.
             everything = cumulative + sum(totals.histogram[len(HISTOGRAM_LE) :])
             buckets.append(("+Inf", float(max(totals.successes, everything))))
-            durations.add_metric(labels, buckets, totals.milliseconds / 1000)
+            f.histogram(
+                "sidekiq_job_duration_seconds",
+                "Duration of successful job executions only (failures are not timed), by "
+                "class, built from Sidekiq's per-minute buckets; each bucket saturates at "
+                "65,535 per class per minute (the excess shows in +Inf only).",
+                names,
+                labels,
+                buckets,
+                totals.milliseconds / 1000,
+            )
