@@ -49,6 +49,7 @@ from exporter.sidekiq.reader import Reader, metrics_minutes
 from exporter.store import Store, TargetStatus
 from tests.support.conformance import EXPORTER_ACL_COMMANDS
 from tests.support.exporter_process import ExporterProcess, Scrape
+from tests.support.families import JOB_CLASS_FAMILIES
 from tests.support.layouts import V7, V8_0, V8_1_2, SidekiqWriter
 from tests.support.redis_server import RedisServer, hgetall_dict
 from tests.support.sidekiq import (
@@ -62,13 +63,6 @@ from tests.support.sidekiq import (
 
 KEYS = KeyNames()
 T = {"target": "default"}
-JOB_FAMILIES = {
-    "sidekiq_job_executions_total",
-    "sidekiq_job_failures_total",
-    "sidekiq_job_duration_seconds_bucket",
-    "sidekiq_job_duration_seconds_sum",
-    "sidekiq_job_duration_seconds_count",
-}
 SATURATED = 65_535
 
 
@@ -802,7 +796,7 @@ def test_sidekiq_6_4_has_no_job_families_and_says_so_once(redis_server: RedisSer
         )
         scrape = exporter.scrape_after_polls(3)
         assert scrape.value("sidekiq_processed_jobs_total", **T) == 4
-        assert not scrape.names & JOB_FAMILIES
+        assert not scrape.names & JOB_CLASS_FAMILIES
         assert not scrape.text.count("sidekiq_job_")
         exporter.stop()
         events = [e for e in exporter.log_events() if e.get("event") == "job_metrics_unavailable"]

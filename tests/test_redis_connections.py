@@ -45,6 +45,7 @@ from exporter.connection import (
 from exporter.logs import TARGET_DOWN
 from exporter.settings import ConfigError, TargetSettings, build_target, load_settings
 from tests.support.exporter_process import ExporterProcess, Scrape
+from tests.support.families import ALL_FAMILIES, JOB_CLASS_FAMILIES
 from tests.support.layouts import V6_4_1, V7, V8_0, V8_1_2, SidekiqWriter
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.resp_proxy import RecordingProxy
@@ -644,54 +645,6 @@ def test_daemon_follows_a_sentinel_failover(
 
 # --- the trimmed read-only ACL line: enough for every family, nothing unused ---------------------
 
-# Every family the exporter has (sample names as exposed, counters with _total).
-FAMILIES = {
-    "sidekiq_up",
-    "sidekiq_processed_jobs_total",
-    "sidekiq_failed_jobs_total",
-    "sidekiq_enqueued_jobs",
-    "sidekiq_scheduled_jobs",
-    "sidekiq_retry_jobs",
-    "sidekiq_dead_jobs",
-    "sidekiq_scheduled_overdue_jobs",
-    "sidekiq_scheduled_lag_seconds",
-    "sidekiq_queue_enqueued_jobs",
-    "sidekiq_queue_latency_seconds",
-    "sidekiq_queue_paused",
-    "sidekiq_queue_busy_workers",
-    "sidekiq_queue_workers",
-    "sidekiq_queue_processes",
-    "sidekiq_queue_max_processing_time_seconds",
-    "sidekiq_queue_info",
-    "sidekiq_queue_sla_seconds",
-    "sidekiq_queue_sla_breach_seconds_total",
-    "sidekiq_processes",
-    "sidekiq_workers",
-    "sidekiq_busy_workers",
-    "sidekiq_process_busy_workers",
-    "sidekiq_process_concurrency",
-    "sidekiq_process_memory_rss_bytes",
-    "sidekiq_process_redis_rtt_seconds",
-    "sidekiq_process_heartbeat_timestamp_seconds",
-    "sidekiq_process_start_time_seconds",
-    "sidekiq_process_quiet",
-    "sidekiq_process_info",
-    "sidekiq_running_jobs",
-    "sidekiq_running_job_max_age_seconds",
-    "sidekiq_job_executions_total",
-    "sidekiq_job_failures_total",
-    "sidekiq_job_duration_seconds_bucket",
-    "sidekiq_job_duration_seconds_sum",
-    "sidekiq_job_duration_seconds_count",
-    "sidekiq_exporter_build_info",
-    "sidekiq_exporter_poll_duration_seconds",
-    "sidekiq_exporter_polls_total",
-    "sidekiq_exporter_last_poll_success_timestamp_seconds",
-    "sidekiq_exporter_redis_round_trips",
-    "sidekiq_exporter_skipped_items_total",
-}
-NO_JOB_METRICS = {name for name in FAMILIES if name.startswith("sidekiq_job_")}  # 6.4 has none
-
 
 def write_sidekiq(client: redis.Redis, version: str, namespace: str, now: float) -> None:
     """A small cluster of one generation, in shapes that produce every family."""
@@ -751,9 +704,9 @@ def test_trimmed_acl_line_is_enough_and_all_of_it_is_used(
         assert scrape.value("sidekiq_up", target=name) == 1
         assert scrape.value("sidekiq_exporter_polls_total", target=name, result="error") == 0
         produced = {n for n, labels in scrape.samples if ("target", name) in labels}
-        expected = FAMILIES - {"sidekiq_exporter_build_info"}
+        expected = ALL_FAMILIES - {"sidekiq_exporter_build_info"}
         if name == "v6":
-            expected -= NO_JOB_METRICS
+            expected -= JOB_CLASS_FAMILIES  # 6.4 has none
         assert not expected - produced, f"{name}: missing {sorted(expected - produced)}"
     assert "sidekiq_exporter_build_info" in scrape.names
     assert acl_log(redis_server) == []

@@ -27,11 +27,11 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from .processes import StartCleanupContext, kill_process, stop_process
 from .redis_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +131,7 @@ class Scrape:
 
 
 @dataclass
-class ExporterProcess:
+class ExporterProcess(StartCleanupContext):
     """The exporter daemon as a subprocess, on a free loopback port.
 
     `args` are appended to the command line; `env` is added to a copy of the environment
@@ -293,34 +293,12 @@ class ExporterProcess:
 
     def kill(self) -> None:
         """SIGKILL and reap (no-op when not running)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        kill_process(self.proc)
 
     def cleanup(self) -> None:
         """Reap the process if it still runs and remove the log directory."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, STOP_TIMEOUT_SECONDS)
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     # --- HTTP ------------------------------------------------------------------------------
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
+
+from .processes import StartCleanupContext, kill_process, log_file_tail, stop_process
 
 SETUP_HINT = "run `sudo scripts/setup-test-services.sh` (it installs redis-server, ruby, Sidekiq)"
 
@@ -142,7 +142,7 @@ def hgetall_dict(reply: RespValue) -> dict[str, Any]:
     return dict(zip(items[0::2], items[1::2], strict=True))
 
 
-class RedisServer:
+class RedisServer(StartCleanupContext):
     """A real ``redis-server`` on 127.0.0.1 with no persistence, in its own temp dir.
 
     ``RedisServer(*extra_args)`` appends ``extra_args`` to the command line, e.g.
@@ -207,7 +207,7 @@ class RedisServer:
                 self._wait_ready()
                 return self
             except _PortInUseError:
-                self._reap()
+                self.kill()
                 if attempt == attempts - 1:
                     raise RuntimeError(
                         f"port {self.port} in use; log:\n{self.log_tail()}"
@@ -246,7 +246,7 @@ class RedisServer:
             if self.ping():
                 return
             time.sleep(0.02)
-        self._reap()
+        self.kill()
         raise TimeoutError(
             f"redis-server not ready in {self.startup_timeout}s; log:\n{self.log_tail()}"
         )
@@ -266,24 +266,12 @@ class RedisServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM; the server does not save)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout)
         self.proc = None
 
     def kill(self) -> None:
         """SIGKILL: simulate a crash (no shutdown, data lost)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
+        kill_process(self.proc)
         self.proc = None
 
     def restart(self) -> Self:
@@ -295,13 +283,6 @@ class RedisServer:
             return self.start()
         finally:
             self._fixed_port = fixed
-
-    def _reap(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
 
     def cleanup(self) -> None:
         """Stop the server and remove its directory."""
@@ -317,10 +298,7 @@ class RedisServer:
         return self.proc.pid if self.proc is not None else None
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_file_tail(self.log_path, lines)
 
     # --- commands --------------------------------------------------------------------------
     def connect(self, db: int = 0, timeout: float = 5.0) -> RespConnection:
@@ -338,21 +316,6 @@ class RedisServer:
         """Run one command on a fresh connection and return the reply."""
         with self.connect(db) as c:
             return c.execute(*args)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     def __repr__(self) -> str:
         return f"RedisServer(port={self.port}, pid={self.pid}, dir={os.fspath(self.dir)!r})"

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from .processes import StartCleanupContext, kill_process, log_file_tail, stop_process
 from .redis_server import SETUP_HINT, RespConnection, RespError, RespValue, free_port
 
 MASTER_NAME = "mymaster"
@@ -43,7 +42,7 @@ def _flat_dict(reply: RespValue) -> dict[str, str]:
     return dict(zip(items[0::2], items[1::2], strict=True))
 
 
-class SentinelServer:
+class SentinelServer(StartCleanupContext):
     """One `redis-sentinel` monitoring the master on `master_port` as `master_name`."""
 
     def __init__(
@@ -127,22 +126,11 @@ class SentinelServer:
         raise RuntimeError(f"redis-sentinel not ready in {self.startup_timeout}s")
 
     def _reap(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
+        kill_process(self.proc)
+        self.proc = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout)
         self.proc = None
 
     def cleanup(self) -> None:
@@ -150,25 +138,7 @@ class SentinelServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
+        return log_file_tail(self.log_path, lines)
 
     # --- commands --------------------------------------------------------------------------
     def execute(self, *args: str | int) -> RespValue:

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from .processes import StartCleanupContext, kill_process, log_file_tail, stop_process
 from .redis_server import SETUP_HINT, RespConnection, hgetall_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -229,7 +229,7 @@ def wait_for(
         time.sleep(interval)
 
 
-class SidekiqProcess:
+class SidekiqProcess(StartCleanupContext):
     """A real Sidekiq server process (``bin/sidekiq -r tests/sidekiq_app/app.rb``).
 
     :meth:`start` waits until the process's identity is in the ``processes`` set and its
@@ -351,10 +351,7 @@ class SidekiqProcess:
         return {tid: json.loads(v) for tid, v in raw.items() if v}
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_file_tail(self.log_path, lines)
 
     @property
     def running(self) -> bool:
@@ -369,42 +366,21 @@ class SidekiqProcess:
 
     def stop(self, timeout: float | None = None) -> int | None:
         """TERM and wait (shutdown_timeout + margin); SIGKILL if it hangs. Returns exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout if timeout is not None else self.shutdown_timeout + 10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        if timeout is None:
+            timeout = self.shutdown_timeout + 10
+        return stop_process(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL: simulate a crash (the process stays in `processes` until cleanup)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        kill_process(self.proc)
 
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self._logdir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.cleanup()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
+    def _cleanup_after_failed_start(self) -> None:
+        with contextlib.suppress(Exception):  # the error from start() is the one to see
+            self.cleanup()
 
     def __repr__(self) -> str:
         pid = self.proc.pid if self.proc else None
