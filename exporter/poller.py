@@ -138,7 +138,8 @@ class Poller:
     async def poll_once(self) -> bool:
         """Read, derive and publish one poll; True on success. Only cancellation propagates."""
         started = self._clock.monotonic()
-        now_hint = self._clock.time() + self._clock_offset
+        started_wall = self._clock.time()
+        now_hint = started_wall + self._clock_offset
         try:
             async with asyncio.timeout(self._timeout):
                 sample = await self._read(now_hint)
@@ -151,13 +152,16 @@ class Poller:
             log.exception(POLL_CRASHED, target=self.target, error=_error_name(exc))
             self._failed(started, exc)
             return False
+        # Redis TIME is read in the first round trip, so compare it with the wall clock at the
+        # start of the poll, not its end: no bias by the poll's duration, and when TIME fails
+        # (the reader then returns `now_hint` itself) the offset stays where it was.
+        self._clock_offset = sample.redis_time - started_wall
         self._succeeded(started, sample, snapshot)
         return True
 
     def _succeeded(self, started: float, sample: Sample, snapshot: Snapshot) -> None:
         finished = self._clock.monotonic()
         completed_at = self._clock.time()
-        self._clock_offset = sample.redis_time - completed_at
         duration = finished - started
         previous = self._status
         self._publish(

@@ -96,7 +96,8 @@ class FakeRead:
         self.max_active = 0
 
     async def __call__(self, now_hint: float) -> Sample:
-        self.calls.append((self.clock.monotonic(), now_hint))
+        started = self.clock.monotonic()
+        self.calls.append((started, now_hint))
         outcome = self.outcomes[0] if len(self.outcomes) == 1 else self.outcomes.popleft()
         duration, result = outcome
         self.active += 1
@@ -108,7 +109,8 @@ class FakeRead:
             self.active -= 1
         if isinstance(result, BaseException):
             raise result
-        return result(WALL_START + self.clock.monotonic())
+        # The reader takes Redis TIME in its first round trip: at the start of the read.
+        return result(WALL_START + started)
 
     @property
     def starts(self) -> list[float]:
@@ -220,7 +222,7 @@ async def test_success_publishes_a_complete_status() -> None:
     assert status.up is True
     assert (status.polls_success, status.polls_error) == (1, 0)
     assert status.snapshot is not None
-    assert status.snapshot.sample.redis_time == WALL_START + 0.25
+    assert status.snapshot.sample.redis_time == WALL_START  # TIME: in the first round trip
     assert status.snapshot_completed_at == WALL_START + 0.25
     assert status.last_success_timestamp == WALL_START + 0.25
     assert status.last_poll_duration_seconds == pytest.approx(0.25)
@@ -248,6 +250,22 @@ async def test_now_hint_uses_the_offset_measured_at_the_last_poll() -> None:
     assert first == WALL_START  # nothing measured yet: our own clock
     assert second == pytest.approx(WALL_START + start2 + clock_skew)
     assert third == pytest.approx(WALL_START + start3 + clock_skew)
+
+
+async def test_failed_time_keeps_the_offset_instead_of_drifting() -> None:
+    # A reader whose TIME was refused returns `now_hint` as its Redis time. The offset must
+    # stay what the last real TIME gave, not move by a poll duration on every poll.
+    calls: list[tuple[float, float]] = []
+
+    def time_refused(_now: float) -> Sample:
+        return make_sample(calls[-1][1])
+
+    r = rig([(0.2, lambda now: make_sample(now + 5.0)), (0.7, time_refused)], max_sleeps=6)
+    calls = r.read.calls
+    await run_until_stopped(r)
+    offsets = [hint - (WALL_START + start) for start, hint in calls]
+    assert offsets[0] == 0.0
+    assert offsets[1:] == pytest.approx([5.0] * (len(offsets) - 1))
 
 
 # --- schedule --------------------------------------------------------------------------------
