@@ -43,7 +43,9 @@ STALE_AFTER_INTERVALS = 3
 # while `le="0.019"` would be false for a 19.5 ms job counted as 19. (Jobs of 19-20 ms may land
 # one bucket up: the clock's resolution.) The bounds also stay the numbers of Sidekiq's Web UI
 # and the ones users write in queries (`le="0.5"`).
-HISTOGRAM_LE = tuple(f"{bound / 1000:g}" for bound in HISTOGRAM_BUCKET_BOUNDS_MS)
+# Formatted as client_python formats `le` (`0.02`, `13.0`: Python's shortest float repr), the
+# form Prometheus 3 normalises classic-histogram `le` labels to on ingestion.
+HISTOGRAM_LE = tuple(repr(bound / 1000) for bound in HISTOGRAM_BUCKET_BOUNDS_MS)
 
 
 class CollectorSettings(Protocol):
@@ -75,7 +77,10 @@ class _Families:
     ) -> _F:
         family = self.families.get(name)
         if family is None:
-            family = kind(name, f"{documentation} {self.sampled}", labels=list(labels))
+            # Sidekiq data is a sample of the last poll; the exporter's own metrics are not.
+            own = name == "sidekiq_up" or name.startswith("sidekiq_exporter_")
+            help_text = documentation if own else f"{documentation} {self.sampled}"
+            family = kind(name, help_text, labels=list(labels))
             self.families[name] = family
         return family  # type: ignore[return-value]  # the name always maps to one kind
 
@@ -440,10 +445,11 @@ class SidekiqCollector(Collector):
             )
 
     def _running_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+        # Only jobs whose class is within the job-class limits get a `class` label.
         sample, target = snapshot.sample, snapshot.target
         count: dict[tuple[str, str], int] = defaultdict(int)
         oldest: dict[tuple[str, str], float] = {}
-        for job in sample.running_jobs:
+        for job in snapshot.running_jobs:
             key = (job.queue, job.job_class)
             count[key] += 1
             oldest[key] = min(oldest.get(key, job.run_at), job.run_at)

@@ -22,13 +22,13 @@ Nothing here touches Redis.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.logs import JOB_CLASS_LIMIT_REACHED, JOB_METRICS_UNAVAILABLE, get_logger
 from exporter.model import (
     HISTOGRAM_BUCKETS,
+    NO_SLA,
     ClassMinute,
     JobClassTotals,
     QueueSla,
@@ -39,8 +39,6 @@ from exporter.model import (
 log = get_logger(__name__)
 
 CLASS_LIMIT = "class_limit"  # skip reason: a job class beyond --collect.job-classes.max
-
-NO_SLA = QueueSla(seconds=None, component="", source="none")
 
 
 def no_sla(queue: str) -> QueueSla:
@@ -81,6 +79,9 @@ class Deriver:
         self._forgotten_before: int | None = None
         self._baseline_taken = False  # the first sample is a baseline (see the module doc)
         self._totals: dict[str, JobClassTotals] = {}
+        # Classes admitted under --collect.job-classes.*, first come first kept: the same
+        # classes label the job families and the running-job series.
+        self._classes: dict[str, None] = {}
         self._job_metrics_seen = False
         self._unsupported_logged = False
         self._class_limit_logged = False
@@ -90,8 +91,9 @@ class Deriver:
 
     def __call__(self, sample: Sample) -> Snapshot:
         """Fold one sample into the state and return the snapshot to publish."""
-        skipped: Counter[str] = Counter()
-        self._accumulate_job_metrics(sample, skipped)
+        dropped: set[str] = set()
+        self._accumulate_job_metrics(sample, dropped)
+        running = tuple(j for j in sample.running_jobs if self._class_allowed(j.job_class, dropped))
         supported = self._job_metrics_supported(sample)
         resolve, known = self.config.sla_for, self._slas
         queue_slas = {q.name: known.get(q.name) or resolve(q.name) for q in sample.queues}
@@ -104,19 +106,21 @@ class Deriver:
             job_metrics_supported=supported,
             queue_slas=queue_slas,
             sla_breach_seconds=dict(self._breach_seconds),
-            skipped=dict(skipped),
+            running_jobs=running,
+            # One per class dropped in this poll, however many minutes and series it had.
+            skipped={CLASS_LIMIT: len(dropped)} if dropped else {},
         )
 
-    def _class_allowed(self, job_class: str, skipped: Counter[str]) -> bool:
-        if job_class in self._totals:
+    def _class_allowed(self, job_class: str, dropped: set[str]) -> bool:
+        if job_class in self._classes:
             return True
         config = self.config
         if config.job_class_allow and not config.job_class_allow.fullmatch(job_class):
             return False
         if config.job_class_deny and config.job_class_deny.fullmatch(job_class):
             return False
-        if len(self._totals) >= config.job_classes_max:
-            skipped[CLASS_LIMIT] += 1
+        if len(self._classes) >= config.job_classes_max:
+            dropped.add(job_class)
             if not self._class_limit_logged:
                 self._class_limit_logged = True
                 log.warning(
@@ -126,9 +130,10 @@ class Deriver:
                     first_dropped=job_class,
                 )
             return False
+        self._classes[job_class] = None
         return True
 
-    def _accumulate_job_metrics(self, sample: Sample, skipped: Counter[str]) -> None:
+    def _accumulate_job_metrics(self, sample: Sample, dropped: set[str]) -> None:
         window_start = sample.metrics_window_start
         if window_start is None:  # not told: the window ending at Redis TIME, one minute wider
             now_minute = int(sample.redis_time // 60)
@@ -152,7 +157,7 @@ class Deriver:
             self._minute_start[minute.key] = minute.minute_start
             for class_minute in minute.classes:
                 klass = class_minute.job_class
-                if not self._class_allowed(klass, skipped):
+                if not self._class_allowed(klass, dropped):
                     continue
                 current = _minute_values(class_minute)
                 previous = seen.get(klass, _ZERO_MINUTE)

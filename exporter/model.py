@@ -161,6 +161,9 @@ class QueueSla:
     source: str  # "name", "config" or "none"
 
 
+NO_SLA = QueueSla(seconds=None, component="", source="none")
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A sample plus the state derived from earlier samples; what `/metrics` renders."""
@@ -171,4 +174,7 @@ class Snapshot:
     job_metrics_supported: bool
     queue_slas: Mapping[str, QueueSla]
     sla_breach_seconds: Mapping[str, float]
+    # The sample's running jobs whose class is within the job-class limits: the ones exported
+    # by class. (Per-queue busy counts use every running job of the sample.)
+    running_jobs: tuple[RunningJob, ...]
     skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> dropped by limits

@@ -44,8 +44,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from exporter.derive import NO_SLA
-from exporter.model import QueueSla
+from exporter.model import NO_SLA, QueueSla
 from exporter.settings import QueueRule
 
 SOURCE_CONFIG: Final = "config"

@@ -178,7 +178,7 @@ class FakeBuild:
             return fake_sample(clock.time())
 
         def derive(sample: Sample) -> Snapshot:
-            return Snapshot("main", sample, {}, False, {}, {})
+            return Snapshot("main", sample, {}, False, {}, {}, sample.running_jobs)
 
         self.pollers = [Poller(t, settings, store, read, derive, clock) for t in settings.targets]
         return self.pollers

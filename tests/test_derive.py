@@ -277,3 +277,17 @@ def test_breach_ignores_gaps_longer_than_the_limit_and_clock_steps_back() -> Non
     assert back.sla_breach_seconds["fast"] == 0
     later = derive(sample(T0 + 100, queues=(queue("fast", T0),)))
     assert later.sla_breach_seconds["fast"] == pytest.approx(10)
+
+
+def test_running_jobs_by_class_follow_the_same_class_limit() -> None:
+    from dataclasses import replace
+
+    from exporter.model import RunningJob
+
+    derive = Deriver("main", DeriveConfig(job_classes_max=2))
+    running = tuple(RunningJob("id", "default", klass, T0) for klass in ("A", "B", "C", "B"))
+    snap = derive(replace(sample(T0 + 5, minute(T0, cm("A", 1))), running_jobs=running))
+    # A (from the metrics) and B fill the limit; C is dropped, counted once, not merged.
+    assert [j.job_class for j in snap.running_jobs] == ["A", "B", "B"]
+    assert snap.skipped == {CLASS_LIMIT: 1}
+    assert len(snap.sample.running_jobs) == 4  # per-queue busy still counts every job

@@ -143,6 +143,7 @@ class FakeDerive:
             job_metrics_supported=False,
             queue_slas={},
             sla_breach_seconds={},
+            running_jobs=sample.running_jobs,
             skipped=dict(self.skipped),
         )
 

@@ -23,8 +23,8 @@ from exporter import cli
 from exporter.clock import SystemClock
 from exporter.collector import STALE_AFTER_INTERVALS
 from exporter.demo import V7, SidekiqWriter
-from exporter.derive import NO_SLA, DeriveConfig, Deriver
-from exporter.model import QueueSample, QueueSla, Sample, ScheduledSetSample
+from exporter.derive import DeriveConfig, Deriver
+from exporter.model import NO_SLA, QueueSample, QueueSla, Sample, ScheduledSetSample
 from exporter.settings import QueueRule, Settings, build_target, load_settings
 from exporter.sla import NUMBER_WORDS, UNIT_SECONDS, SlaResolver, sla_from_name
 from exporter.store import Store
