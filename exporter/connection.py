@@ -27,16 +27,28 @@ instead of the URL's host (redis-py's asyncio `SSLConnection` has no option for 
 
 Sentinel: the master named `sentinel_master` is looked up with `SENTINEL MASTERS` (redis-py's
 discovery: the first Sentinel that answers and reports the master neither `s_down` nor
-`o_down` wins), asked once per poll and again for each new connection. When the answer
+`o_down` wins), asked on every connection checkout, that is before each round trip of a poll
+(a poll makes two or more), and again when a new connection is opened. When the answer
 changes, idle connections to the old master are dropped, so a poll after a failover reads the
 new master even if the old one is still up and still a master (Sentinel demotes it only
 later, or never if it is cut off from the Sentinels). If no Sentinel answers, connections to
 the master already known keep being used; a new connection fails until one answers. Sentinel
-connections use the same client options (RESP2, no retries, no `CLIENT SETINFO`, timeouts),
-authenticate with `sentinel_password` (the Sentinel's `requirepass`) and use TLS with the same
-settings when the target's URL is `rediss://`. So a Sentinel sees `AUTH` and
+connections use the same client options (RESP2, no retries, no `CLIENT SETINFO`) except the
+timeouts, authenticate with `sentinel_password` (the Sentinel's `requirepass`) and use TLS
+with the same settings when the target's URL is `rediss://`. So a Sentinel sees `AUTH` and
 `SENTINEL MASTERS`, nothing else. The URL of a Sentinel target gives only scheme,
 credentials and database; its host and port are not used.
+
+Sentinel timeouts: connect and socket timeouts of Sentinel connections are
+`poll timeout / (2 × number of Sentinels)`, at most 1 s and at least 0.1 s
+(`sentinel_timeout`), not the poll timeout. redis-py asks the Sentinels in list order and moves
+only one that answers to the front. With the poll timeout for each, a Sentinel that accepts
+connections but never answers, or whose packets are dropped, would use up every poll while
+it is first in the list: no other Sentinel would ever be asked, so every poll would fail for
+good. With the short timeout, asking all of them takes at most half the poll timeout (above
+the floor), so a hung Sentinel costs one short wait, then the next one answers and moves to
+the front. A Sentinel answers `SENTINEL MASTERS` from memory: 0.1 s is ample on a network
+fit for polling Redis.
 """
 
 from __future__ import annotations
@@ -68,6 +80,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from exporter.settings import TargetSettings
 
 RESP_VERSION: Final = 2
+# Bounds of the Sentinel connections' timeouts (see "Sentinel timeouts" above).
+MAX_SENTINEL_TIMEOUT: Final = 1.0
+MIN_SENTINEL_TIMEOUT: Final = 0.1
 MIN_TLS_VERSION: Final = ssl.TLSVersion.TLSv1_2
 
 
@@ -118,7 +133,7 @@ class SentinelMasterTLSConnection(SentinelMasterConnection, TLSConnection):
 
 
 class SentinelMasterPool(SentinelConnectionPool):
-    """Asks Sentinel for the master before every poll, not only when it opens a connection."""
+    """Asks Sentinel for the master on every checkout (each round trip), not only on connect."""
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         # A master demoted by a failover still answers reads, and Sentinel tells it to become
@@ -176,6 +191,12 @@ def _client_options(target: TargetSettings, timeout: float) -> dict[str, Any]:
     }
 
 
+def sentinel_timeout(poll_timeout: float, sentinels: int) -> float:
+    """Connect and socket timeout of Sentinel connections (module docstring: why)."""
+    share = poll_timeout / (2 * max(sentinels, 1))
+    return max(MIN_SENTINEL_TIMEOUT, min(MAX_SENTINEL_TIMEOUT, share))
+
+
 def _is_tls(target: TargetSettings) -> bool:
     return urlsplit(target.url).scheme == "rediss"
 
@@ -184,7 +205,8 @@ def create_redis_client(target: TargetSettings, *, timeout: float) -> Redis:
     """A lazily connecting client for `target` whose socket operations time out after `timeout`."""
     options = _client_options(target, timeout)
     if target.sentinels:
-        return _sentinel_client(target, options)
+        node_timeout = sentinel_timeout(timeout, len(target.sentinels))
+        return _sentinel_client(target, options, node_timeout)
     # As Redis.from_url does: what the URL says wins over the keyword options.
     options.update(parse_url(target.url))
     if _is_tls(target):
@@ -193,7 +215,7 @@ def create_redis_client(target: TargetSettings, *, timeout: float) -> Redis:
     return Redis.from_pool(ConnectionPool(**options))
 
 
-def _sentinel_client(target: TargetSettings, options: dict[str, Any]) -> Redis:
+def _sentinel_client(target: TargetSettings, options: dict[str, Any], node_timeout: float) -> Redis:
     tls = _is_tls(target)
     sentinel_clients = []
     for host, port in target.sentinels:
@@ -203,6 +225,8 @@ def _sentinel_client(target: TargetSettings, options: dict[str, Any]) -> Redis:
             "port": port,
             "username": None,
             "password": target.sentinel_password,
+            "socket_timeout": node_timeout,
+            "socket_connect_timeout": node_timeout,
         }
         if tls:
             node.update(connection_class=TLSConnection, tls_target=target)

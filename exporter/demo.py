@@ -15,6 +15,7 @@ tests and benchmarks use it too.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -237,6 +238,7 @@ class Simulation:
         ]
         self.processed = self.failed = 0
         self.jid = 0
+        self.started_at = time.time()  # when the simulated processes started
         self.last_beat = 0.0
         # per (minute start, class): [executions, failures, ms, histogram counts]
         self.pending_metrics: dict[tuple[int, str], list[Any]] = {}
@@ -352,11 +354,9 @@ class Simulation:
                 started_at=self.started_at,
             )
 
-    started_at = time.time()
-
     def _poisson(self, mean: float) -> int:
         # Knuth's method: fine for the small means of a one-second step.
-        limit, count, product = pow(2.718281828459045, -mean), 0, self.random.random()
+        limit, count, product = math.exp(-mean), 0, self.random.random()
         while product > limit:
             count += 1
             product *= self.random.random()

@@ -1,13 +1,22 @@
-"""Settings: Prometheus-style flags, their `SIDEKIQ_EXPORTER_*` environment defaults, validation.
+"""Settings: Prometheus-style flags, their `SIDEKIQ_EXPORTER_*` environment defaults, the
+`--config.file` YAML, and their validation.
 
 Parsing happens once at start; every problem becomes a `ConfigError` with a one-line reason that
-names the flag or environment variable it came from. The only I/O is reading the password file.
+names the flag, environment variable or config-file entry it came from, and never shows a
+credential (Redis URLs are shown through `redacted_url`).
 
-The flow is `argv + env -> raw options (text + where it came from) -> validated Settings`, with
-one helper per concern (`build_target`, `parse_duration`, `parse_listen_address`, ...), so a later
-`--config.file` YAML with `targets:` and `queues:` sections can feed the same validators: each YAML
-target goes through `build_target`, and file values slot in between environment and built-in
-defaults in `_resolve`.
+The flow is `argv + env -> raw options (text + where it came from) -> validated Settings`:
+`_resolve` takes each option from its flag if given, else from its environment variable if set
+and non-empty; `_settings_from` validates them with one helper per concern (`build_target`,
+`parse_duration`, `parse_listen_address`, ...) and applies the built-in defaults. The config
+file goes through the same validators but is not merged option by option: each `targets:`
+entry is built by `build_target`, and a file that lists targets replaces the single target the
+`--redis.*` and `--target.name` flags describe (giving both is an error); `queues:` gives the
+per-queue SLA rules.
+
+I/O, all at start: reading the password files (`--redis.password-file`, and `password_file` and
+`sentinel_password_file` in the config file) and the config file, checking that the TLS files
+it names exist and that `--web.config.file` can be opened (exporter/webconfig.py parses it).
 """
 
 from __future__ import annotations
@@ -218,7 +227,16 @@ def format_listen_address(host: str, port: int) -> str:
 
 
 def redacted_url(url: str) -> str:
-    """`url` with any username and password (in the authority or the query) replaced by `***`."""
+    """`url` with any username and password (in the authority or the query) replaced by `***`.
+
+    An unescaped "/", "?" or "#" in a password ends what `urlsplit` takes for the authority, so
+    the "@" after the password lands in the path, query or fragment (`redis://:se/cret@h/0`
+    splits into netloc `:se` and path `/cret@h/0`). So an "@" anywhere past the authority is
+    taken as the end of credentials and everything before the last one is shown as `***`,
+    unless that "@" is inside a `password=`/`username=` query value, which is hidden anyway.
+    A fragment means nothing in a Redis URL but holds the rest of a query secret cut at an
+    unescaped "#", so it is hidden too.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -230,13 +248,22 @@ def redacted_url(url: str) -> str:
     if at:
         user, colon, _password = userinfo.partition(":")
         netloc = (_REDACTED if user else "") + (f":{_REDACTED}" if colon else "") + "@" + hostport
-    query = "&".join(_redact_query_item(item) for item in parts.query.split("&"))
-    rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
+    rest = parts.path
     if parts.query:
-        rebuilt += f"?{query}"
+        rest += "?" + "&".join(_redact_query_item(item) for item in parts.query.split("&"))
     if parts.fragment:
-        rebuilt += f"#{parts.fragment}"
-    return rebuilt
+        rest += "#" + (parts.fragment if "@" in parts.fragment else _REDACTED)
+    scheme = f"{parts.scheme}://"
+    if url.count("@") == parts.netloc.count("@"):  # every "@" is in the authority: the usual case
+        return scheme + netloc + rest
+    if not "".join(url.split()).lower().startswith(scheme):
+        # No "scheme://": what urlsplit took for a scheme may be a user name ("admin:pw@host").
+        scheme = ""
+    if "@" in rest:
+        return f"{scheme}{_REDACTED}@{rest.rpartition('@')[2]}"
+    # Each "@" past the authority was inside a hidden query value ("?password=a@b"); the
+    # authority may still be the start of a password cut short by an unescaped "?".
+    return scheme + (_REDACTED if netloc else "") + rest
 
 
 def _redact_query_item(item: str) -> str:
@@ -267,20 +294,41 @@ def url_password(url: str) -> str | None:
 def validate_redis_url(url: str) -> None:
     """Raise ConfigError unless `url` is a redis://, rediss:// or unix:// URL redis-py accepts."""
     shown = redacted_url(url)
+
+    def invalid(reason: str) -> ConfigError:
+        # Fixed reasons only: urllib's error texts quote parts of the URL (a mis-split password).
+        return ConfigError(f"invalid Redis URL {shown!r}: {reason}")
+
     try:
         parts = urlsplit(url)
+    except ValueError:
+        raise invalid(
+            "not a URL ('[' and ']' go around an IPv6 host, percent-encode them elsewhere)"
+        ) from None
+    # An "@" past the authority, other than in a query value ("?password=a@b") or a socket
+    # path, is the end of a password that an unescaped "/", "?" or "#" cut off (see
+    # redacted_url): refuse it rather than connect somewhere else without it.
+    misplaced = "@" in parts.fragment or any(
+        "@" in item.partition("=")[0] for item in parts.query.split("&")
+    )
+    if parts.scheme != "unix":
+        misplaced = misplaced or "@" in parts.path
+    hint = "; percent-encode '/', '?', '#' and '@' in the user name and password"
+    try:
         _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
-    except ValueError as exc:
-        raise ConfigError(f"invalid Redis URL {shown!r}: {exc}") from None
+    except ValueError:
+        raise invalid(
+            "the port must be a number from 0 to 65535" + (hint if misplaced else "")
+        ) from None
     if parts.scheme not in REDIS_SCHEMES:
-        raise ConfigError(
-            f"invalid Redis URL {shown!r}: scheme must be redis://, rediss:// or unix://"
-        )
+        raise invalid("scheme must be redis://, rediss:// or unix://")
+    if misplaced:
+        raise invalid("'@' after the host" + hint)
     if parts.scheme == "unix":
         if not parts.path:
-            raise ConfigError(f"invalid Redis URL {shown!r}: unix:// needs a socket path")
+            raise invalid("unix:// needs a socket path")
     elif parts.path not in ("", "/") and not parts.path.lstrip("/").isdigit():
-        raise ConfigError(f"invalid Redis URL {shown!r}: the path must be a database number")
+        raise invalid("the path must be a database number")
 
 
 def validate_target_name(name: str) -> str:

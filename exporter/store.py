@@ -1,7 +1,8 @@
 """The latest state of every target: what pollers publish and scrapes read.
 
-Pollers replace a target's `TargetStatus` wholesale; scrapes read whatever is there. Statuses
-are immutable and a dict assignment is atomic in asyncio (one thread), so no locks are needed.
+Pollers (on the event loop) replace a target's `TargetStatus` wholesale; scrapes read whatever
+is there, from a worker thread (exporter/web.py). Statuses are immutable, the set of targets is
+fixed at start and replacing or reading one dict item is atomic, so no locks are needed.
 """
 
 from __future__ import annotations

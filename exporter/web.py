@@ -2,6 +2,8 @@
 
 Nothing here knows Sidekiq or Redis. `/metrics` renders whatever collectors the registry holds
 (the cli registers them); pollers are started and stopped with the app through `cleanup_ctx`.
+Rendering runs in a worker thread: at the default cardinality limits it takes a few hundred
+milliseconds, which on the event loop would hold up polls and every other request.
 `--web.config.file` (TLS, basic auth: exporter/webconfig.py) plugs in as `middlewares` here,
 guarding every route, and as an SSL context on the site in cli.
 """
@@ -12,10 +14,11 @@ import asyncio
 import html
 from collections.abc import AsyncIterator, Sequence
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.logs import POLLER_DIED, get_logger
@@ -49,11 +52,31 @@ def create_app(
     app[STORE_KEY] = store
     app[POLLERS_KEY] = tuple(pollers or ())
     app.cleanup_ctx.append(_run_pollers)
-    app.router.add_get(settings.telemetry_path, make_aiohttp_handler(registry))
+    app.router.add_get(settings.telemetry_path, metrics_handler(registry))
     app.router.add_get("/", landing_page)
     app.router.add_get(HEALTHY_PATH, healthy)
     app.router.add_get(READY_PATH, ready)
     return app
+
+
+def metrics_handler(registry: CollectorRegistry) -> Handler:
+    """The `/metrics` handler: prometheus_client's exposition, rendered off the event loop.
+
+    Does what `prometheus_client.aiohttp.make_aiohttp_handler` does (content negotiation by
+    `choose_encoder`, `name[]` filtering, aiohttp's gzip/deflate), except that collecting and
+    encoding run in a worker thread (`asyncio.to_thread`) instead of on the event loop.
+    """
+
+    async def metrics(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        names = request.query.getall("name[]", [])
+        source: Collector = registry.restricted_registry(names) if names else registry
+        body = await asyncio.to_thread(encoder, source)
+        response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+        response.enable_compression()  # by Accept-Encoding, as make_aiohttp_handler does
+        return response
+
+    return metrics
 
 
 async def _run_pollers(app: web.Application) -> AsyncIterator[None]:

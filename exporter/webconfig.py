@@ -745,7 +745,10 @@ class _Guard:
 
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            response = await self._denial(request) or await handler(request)
+            # `is None`, not `or`: before aiohttp 3.12 a Response without state is falsy
+            # (it is a MutableMapping), which would let every denied request through.
+            denial = await self._denial(request)
+            response = denial if denial is not None else await handler(request)
         except web.HTTPException as exc:
             exc.headers.update(self._headers)
             raise

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
+import pytest
 
 from exporter.demo import V7, SidekiqWriter, Simulation
 from exporter.derive import Deriver
@@ -13,7 +16,10 @@ async def test_simulation_feeds_every_family() -> None:
     server = fakeredis.FakeServer()
     writer = SidekiqWriter(fakeredis.FakeRedis(server=server), V7)
     simulation = Simulation(writer, seed=1)
-    start = 1_755_450_000.0 + 200  # inside the billing outage window (t % 300 < 90 is false)
+    # The billing outage is `t % 300 < 90`: the run starts outside it (t % 300 == 200) and
+    # its last 20 steps fall inside it.
+    start = 1_755_450_000.0 + 200
+    assert start % 300 == 200
     reader, derive = Reader(), Deriver("demo")
     reader.histograms_by_get = True  # fakeredis has no BITFIELD_RO
     client = fakeredis.FakeAsyncRedis(server=server)
@@ -30,3 +36,18 @@ async def test_simulation_feeds_every_family() -> None:
     assert sum(t.executions for t in snapshot.job_classes.values()) > 50
     assert "ActionMailer::MailDeliveryJob" in snapshot.job_classes  # wrapped class
     assert sample.skipped == {}
+
+
+def test_simulation_start_time_is_taken_per_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = SidekiqWriter(fakeredis.FakeRedis(), V7)
+    monkeypatch.setattr(time, "time", lambda: 1_000.0)
+    assert Simulation(writer).started_at == 1_000.0  # not the time `exporter.demo` was imported
+    monkeypatch.setattr(time, "time", lambda: 2_000.0)
+    assert Simulation(writer).started_at == 2_000.0
+
+
+def test_poisson_draws_have_the_requested_mean() -> None:
+    simulation = Simulation(SidekiqWriter(fakeredis.FakeRedis(), V7), seed=3)
+    assert simulation._poisson(0.0) == 0
+    draws = [simulation._poisson(4.0) for _ in range(4000)]
+    assert sum(draws) / len(draws) == pytest.approx(4.0, abs=0.2)  # 6 standard errors

@@ -41,6 +41,7 @@ from exporter.connection import (
     SentinelMasterTLSConnection,
     TLSConnection,
     create_redis_client,
+    sentinel_timeout,
 )
 from exporter.logs import TARGET_DOWN
 from exporter.settings import ConfigError, TargetSettings, build_target, load_settings
@@ -420,8 +421,11 @@ def test_sentinel_client_options(pki: Pki) -> None:
         assert kwargs["client_name"] is None
         assert kwargs["retry"].get_retries() == 0
         assert kwargs["health_check_interval"] == 0
-        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.5, 1.5)
+    assert (master["socket_timeout"], master["socket_connect_timeout"]) == (1.5, 1.5)
+    # Sentinels get a short timeout of their own, so a hung one cannot eat every poll.
+    short = sentinel_timeout(1.5, 2)
     for node in nodes:
+        assert (node["socket_timeout"], node["socket_connect_timeout"]) == (short, short)
         assert (node["username"], node["password"], node.get("db", 0)) == (None, "sentinel-pw", 0)
 
     tls = replace(target, url="rediss://unused/0", tls_ca_file=str(pki.ca.cert))
@@ -481,7 +485,7 @@ async def test_sentinel_discovery_sends_auth_and_sentinel_masters(password: str)
         finally:
             await client.aclose()
         assert commandstats(cluster.master) - {"config|resetstat"} == {"auth", "select", "time"}
-        # AUTH once per Sentinel connection; SENTINEL MASTERS once per poll plus once for the
+        # AUTH once per Sentinel connection; SENTINEL MASTERS once per round trip plus once for the
         # new master connection (the proxy names the command, not its subcommand).
         assert proxy.commands == {"AUTH": 1, "SENTINEL": 4}
         assert not proxy.errors

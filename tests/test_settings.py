@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from exporter.settings import (
     parse_listen_address,
     redacted_url,
     url_password,
+    validate_redis_url,
 )
 
 
@@ -364,6 +366,82 @@ def test_url_errors_never_show_the_password() -> None:
     assert "http://***:***@host:6379/0" in message
 
 
+# An unescaped "/", "?" or "#" ends what urlsplit takes for the authority, moving the "@" and
+# the password after it into the path, query or fragment; "@" and "%2F" are the escaped kinds.
+NASTY_PASSWORDS = ("se/cret", "a?b", "x#y", "p@ss", "%2F", "s3kr1t/w0rd", "s3kr1t?w0rd")
+
+
+def nasty_config_errors(url: str, tmp_path: Path) -> list[str]:
+    """The ConfigError messages (none if accepted) for `url` as flag, variable and file entry."""
+    config = tmp_path / "config.yml"
+    config.write_text(f"targets:\n  - name: main\n    url: {json.dumps(url)}\n")
+    messages = []
+    for argv, env in (
+        ([f"--redis.url={url}"], {}),
+        ([], {"SIDEKIQ_EXPORTER_REDIS_URL": url}),
+        ([f"--config.file={config}"], {}),
+    ):
+        try:
+            load(argv, env)
+        except ConfigError as exc:
+            messages.append(str(exc))
+    return messages
+
+
+@pytest.mark.parametrize("password", NASTY_PASSWORDS)
+@pytest.mark.parametrize("user", ["", "admin"])
+def test_unescaped_passwords_are_never_shown(user: str, password: str, tmp_path: Path) -> None:
+    url = f"redis://{user}:{password}@host:6379/0"
+    shown = redacted_url(url)
+    assert shown.endswith("***@host:6379/0")
+    texts = [shown, *nasty_config_errors(url, tmp_path)]
+    if password not in ("p@ss", "%2F"):  # those two are valid URLs
+        assert len(texts) == 4
+    for text in texts:
+        assert password not in text
+        assert "s3kr1t" not in text
+        assert "w0rd" not in text
+        if user:
+            assert user not in text
+        # urllib's own error text quotes the URL ("Port could not be cast ... as 'se'").
+        assert "could not be cast" not in text
+
+
+def test_unescaped_password_errors_say_what_to_do() -> None:
+    message = config_error(["--redis.url=redis://:se/cret@host:6379/0"])
+    assert message == (
+        "--redis.url: invalid Redis URL 'redis://***@host:6379/0': the port must be a number "
+        "from 0 to 65535; percent-encode '/', '?', '#' and '@' in the user name and password"
+    )
+    # With a numeric start the port parses, and the "@" is found after the host instead of
+    # the URL being taken as localhost:123 without a password.
+    for url in ("redis://:123?cret@host/0", "redis://:123#cret@host/0", "redis://u:1/c@h/0"):
+        message = config_error([f"--redis.url={url}"])
+        assert "'@' after the host; percent-encode" in message
+        assert "cret" not in message
+        assert "1/c" not in message
+    # An "@" inside a query value is not misplaced.
+    target = load(["--redis.url=unix:///run/r.sock?password=p@ss"]).targets[0]
+    assert target.redacted_url == "unix:///run/r.sock?password=***"
+
+
+@given(
+    user=st.text(st.sampled_from("ab:/?#@%&=[]"), max_size=6),
+    password=st.text(st.sampled_from("ab:/?#@%&=[]"), max_size=12),
+)
+def test_redacted_url_never_shows_unescaped_credentials(user: str, password: str) -> None:
+    # Marker-wrapped: whichever way urlsplit cuts the URL, both ends of each must be hidden.
+    url = f"redis://USER{user}USER:PASS{password}PASS@example.org:6379/0"
+    texts = [redacted_url(url)]
+    try:
+        validate_redis_url(url)
+    except ConfigError as exc:
+        texts.append(str(exc))
+    for text in texts:
+        assert "USER" not in text
+        assert "PASS" not in text
+
+
 def test_password_file(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("p@ss word\n")
@@ -459,6 +537,13 @@ def test_target_repr_hides_credentials() -> None:
         ),
         ("unix://:pw@/run/r.sock?db=0", "unix://:***@/run/r.sock?db=0"),
         ("redis://[broken", "<unparseable URL>"),
+        ("redis://:se/cret@host:6379/0", "redis://***@host:6379/0"),
+        ("redis://u:a?b@host/0", "redis://***@host/0"),
+        ("redis://:x#y@host/0", "redis://***@host/0"),
+        ("admin:pw@host:6379/0", "***@host:6379/0"),  # no scheme: "admin" is not one
+        ("unix:///s.sock?password=p@ss", "unix:///s.sock?password=***"),
+        ("unix:///s.sock?password=x#y", "unix:///s.sock?password=***#***"),
+        ("redis://h/0?password=p@ss", "redis://***/0?password=***"),
     ],
 )
 def test_redacted_url(url: str, shown: str) -> None:

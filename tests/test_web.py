@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
@@ -80,7 +82,9 @@ async def test_metrics_openmetrics_negotiation(clients: Start) -> None:
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
     )
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
-    assert (await response.text()).endswith("# EOF\n")
+    body = await response.text()
+    assert body.endswith("# EOF\n")
+    assert 'sidekiq_test_value{target="main"} 42.0\n' in body
 
 
 async def test_metrics_gzip(clients: Start) -> None:
@@ -90,6 +94,65 @@ async def test_metrics_gzip(clients: Start) -> None:
     )
     assert response.headers["Content-Encoding"] == "gzip"
     assert b"sidekiq_test_value" in gzip.decompress(await response.read())
+    response = await client.get(
+        "/metrics",
+        headers={"Accept-Encoding": "gzip", "Accept": "application/openmetrics-text"},
+        auto_decompress=False,
+    )
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert gzip.decompress(await response.read()).endswith(b"# EOF\n")
+    plain = await client.get(
+        "/metrics", headers={"Accept-Encoding": "identity"}, auto_decompress=False
+    )
+    assert "Content-Encoding" not in plain.headers
+    assert b"sidekiq_test_value" in await plain.read()
+
+
+async def test_metrics_name_filter(clients: Start) -> None:
+    registry = registry_with_gauge()
+    Gauge("sidekiq_other", "Another gauge.", registry=registry).set(1)
+    client = await clients(create_app(make_settings(), registry, Store(["main"])))
+    response = await client.get("/metrics", params={"name[]": "sidekiq_other"})
+    names = {f.name for f in text_string_to_metric_families(await response.text())}
+    assert names == {"sidekiq_other"}
+
+
+class BlockingCollector:
+    """A collector whose collect() blocks until released: a slow render of a large registry."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.finished = threading.Event()
+        self.thread: int | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        self.thread = threading.get_ident()
+        self.started.set()
+        self.release.wait(5)  # on the event loop, this would hold every request for 5 s
+        self.finished.set()
+        yield GaugeMetricFamily("sidekiq_slow", "Rendered slowly.", value=1)
+
+
+async def test_metrics_render_off_the_event_loop(clients: Start) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    collector = BlockingCollector()
+    registry.register(collector)
+    client = await clients(create_app(make_settings(), registry, Store(["main"])))
+    async with asyncio.timeout(20):
+        scrape = asyncio.create_task(client.get("/metrics"))
+        assert await asyncio.to_thread(collector.started.wait, 5)
+        # While the scrape is rendering, the loop still serves other requests.
+        healthy = await client.get("/-/healthy")
+        assert healthy.status == 200
+        assert not collector.finished.is_set()
+        assert not scrape.done()
+        collector.release.set()
+        response = await scrape
+        assert response.status == 200
+        assert "sidekiq_slow 1.0" in await response.text()
+    assert collector.thread != threading.get_ident()
 
 
 async def test_custom_telemetry_path(clients: Start) -> None:
