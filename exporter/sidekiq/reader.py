@@ -42,12 +42,14 @@ from exporter.sidekiq.decode import Skip
 from exporter.sidekiq.keys import KeyNames
 
 try:  # redis-py internals for the bulk reply reader below; without them, the generic path
-    from hiredis import PushNotification as _PushNotification
     from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis])
     _AsyncHiredisParser = None  # type: ignore[assignment,misc]
-    _PushNotification = None  # type: ignore[assignment,misc]
     NOT_ENOUGH_DATA = object()
+try:
+    from hiredis import PushNotification as _PushNotification
+except ImportError:  # pragma: no cover - hiredis < 3.2: RESP3 pushes come as plain lists
+    _PushNotification = None  # type: ignore[assignment,misc]
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # hashed by identity: cheap as a dict key
@@ -80,8 +82,8 @@ def pack_commands(commands: Iterable[Command]) -> bytes:
     """RESP-encode `commands` into one buffer, as one write.
 
     Ours rather than redis-py's `Connection.pack_commands`: on the 1,000-queue / 100-process /
-    200-class benchmark fixture redis-py took ~25 ms of a ~55 ms poll to pack 2,900 commands
-    (one encoder call per argument, 78 arguments per histogram); this takes ~1.5 ms.
+    200-class benchmark fixture (2,919 commands) redis-py took ~26 ms of a ~55 ms poll (one
+    encoder call per argument, 78 arguments per histogram); this takes ~2.3 ms.
     """
     parts: list[bytes] = []
     append = parts.append
@@ -107,9 +109,9 @@ class PackCache:
     """`pack_commands` that reuses the bytes of commands the previous poll also sent.
 
     Most commands repeat from poll to poll (`LLEN queue:<q>`, `HMGET <id> …`, a minute's
-    histograms): on the 1,000-queue benchmark fixture packing them anew took ~1 ms a poll, a
-    dict lookup per command ~0.2 ms. Holds only the latest poll's commands (call `next_poll`
-    before each), so it never outgrows one poll's batches.
+    histograms): for the 2,000 commands of 1,000 queues packing anew takes ~1 ms, a dict
+    lookup per command ~0.2 ms. Holds only the latest poll's commands (call `next_poll` before
+    each), so it never outgrows one poll's batches; it caches bytes, never data.
     """
 
     def __init__(self) -> None:
@@ -170,9 +172,10 @@ async def round_trip(
 async def _read_replies_in_bulk(connection: AbstractConnection, count: int) -> list[object] | None:
     """`count` replies straight from the connection's hiredis reader; None without hiredis.
 
-    `Connection.read_response` costs ~13 µs per reply (an `asyncio.timeout` context, checks
-    and awaits per call): ~40 ms for the 2,900 replies of the 1,000-queue benchmark fixture.
-    Here the socket is read in chunks and hiredis parses whole chunks, one `gets` per reply.
+    `Connection.read_response` adds ~3 µs per reply (an `asyncio.timeout` context, checks and
+    awaits per call): reading the 2,919 replies of the 1,000-queue / 100-process / 200-class
+    benchmark fixture took ~13 ms that way, ~4.4 ms here (Redis's own time included), where
+    the socket is read in chunks and hiredis parses them, one `gets` per reply.
     Same results as `read_response(disable_decoding=True)`: RESP2 or RESP3 shapes as hiredis
     builds them, error replies as `ResponseError` values from redis-py's own `parse_error`
     (those it maps to a `ConnectionError`, e.g. LOADING, are raised), push messages handed to
@@ -320,7 +323,11 @@ class Reader:
         self,
         key_prefix: str = "",
         *,
-        scan_count: int = 10_000,
+        # SSCAN's COUNT is hash-table buckets to visit, and a set of N members has up to 2N:
+        # with 10,000 the 10,000-queue benchmark fixture needed a second page (3 round trips).
+        # 100,000 keeps sets up to ~50,000 members in one reply; one such SSCAN of 10,000
+        # queue names costs Redis ~1.3 ms, no more than the two pages it replaces.
+        scan_count: int = 100_000,
         metrics_window_minutes: int = 3,
         queues: QueueSelector | None = None,
     ) -> None:
@@ -330,7 +337,7 @@ class Reader:
         self.queues = queues if queues is not None else QueueSelector()
         # BITFIELD_RO needs Redis 6.0 and an ACL grant; without it the same bytes come by GET.
         self.histograms_by_get = False
-        self._packs = PackCache()  # a cache of bytes, not of data: no effect on what is read
+        self._packs = PackCache()  # a cache of request bytes, not of data
 
     async def read(self, client: Redis, now_hint: float) -> Sample:
         """One poll: a Sample of everything Sidekiq keeps in this Redis."""
@@ -369,7 +376,7 @@ class Reader:
         now = _redis_time(time_reply, collected, now_hint)
         queue_cursor, queue_members = _scan_page(queues_reply, collected)
         process_cursor, process_members = _scan_page(processes_reply, collected)
-        # Continue SSCAN only for a set too large for one reply (> scan_count members).
+        # Continue SSCAN only for a set too large for one reply (more buckets than scan_count).
         while queue_cursor != b"0" or process_cursor != b"0":
             more: list[Command] = []
             if queue_cursor != b"0":
@@ -409,9 +416,10 @@ class Reader:
         # which can be large) only for the queues that will be exported. Same round trips.
         tails_wanted = self.queues.plan(queue_names)
         for name in queue_names:
-            second.append(("LLEN", keys.queue(name)))
+            queue_key = keys.queue(name)
+            second.append(("LLEN", queue_key))
             if name in tails_wanted:
-                second.append(("LINDEX", keys.queue(name), -1))
+                second.append(("LINDEX", queue_key, -1))
         for identity in identities:
             second.append(("HMGET", keys.process(identity), *PROCESS_FIELDS))
             second.append(("HGETALL", keys.work(identity)))
