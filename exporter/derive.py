@@ -62,8 +62,13 @@ class DeriveConfig:
 _ZERO_MINUTE = (0, 0, 0, (0,) * HISTOGRAM_BUCKETS)
 
 
-def _minute_values(minute: ClassMinute) -> tuple[int, int, int, tuple[int, ...]]:
-    return minute.executions, minute.failures, minute.milliseconds, minute.histogram
+def _minute_values(
+    minute: ClassMinute, previous: tuple[int, int, int, tuple[int, ...]]
+) -> tuple[int, int, int, tuple[int, ...]]:
+    # An unreadable histogram keeps the last one seen: its growth is counted when it is
+    # readable again, never twice.
+    histogram = minute.histogram if minute.histogram is not None else previous[3]
+    return minute.executions, minute.failures, minute.milliseconds, histogram
 
 
 class Deriver:
@@ -159,8 +164,8 @@ class Deriver:
                 klass = class_minute.job_class
                 if not self._class_allowed(klass, dropped):
                     continue
-                current = _minute_values(class_minute)
                 previous = seen.get(klass, _ZERO_MINUTE)
+                current = _minute_values(class_minute, previous)
                 seen[klass] = current
                 totals = self._totals.get(klass)
                 if totals is None:

@@ -93,7 +93,9 @@ class ClassMinute:
     executions: int  # `<class>|p`: every execution, failures included
     failures: int  # `<class>|f`
     milliseconds: int  # `<class>|ms`: wall time of successful executions
-    histogram: tuple[int, ...]  # HISTOGRAM_BUCKETS counts, fastest bucket first
+    # HISTOGRAM_BUCKETS counts, fastest bucket first; None when it could not be read this poll
+    # (an error reply or a malformed value): unknown, which is not the same as all zero.
+    histogram: tuple[int, ...] | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,3 +291,15 @@ def test_running_jobs_by_class_follow_the_same_class_limit() -> None:
     assert [j.job_class for j in snap.running_jobs] == ["A", "B", "B"]
     assert snap.skipped == {CLASS_LIMIT: 1}
     assert len(snap.sample.running_jobs) == 4  # per-queue busy still counts every job
+
+
+def test_unreadable_histogram_is_unknown_not_zero() -> None:
+    # Good read, a poll where the histogram could not be read, good read: counted once.
+    derive = Deriver("main")
+    derive(sample(T0 + 5))  # baseline
+    derive(sample(T0 + 15, minute(T0, cm("A", 5, h=hist(b4=5)))))
+    unreadable = ClassMinute("A", 5, 0, 0, None)
+    derive(sample(T0 + 25, minute(T0, unreadable)))
+    snap = derive(sample(T0 + 35, minute(T0, cm("A", 6, h=hist(b4=6)))))
+    assert snap.job_classes["A"].histogram == hist(b4=6)
+    assert snap.job_classes["A"].executions == 6

@@ -278,3 +278,19 @@ async def test_empty_redis(client: fakeredis.FakeAsyncRedis) -> None:
 def test_job_payload_as_sidekiq_writes_it() -> None:
     job = SidekiqWriter(fakeredis.FakeRedis(), V8_0).job("A", enqueued_at=1.5, created_at=2.0)
     assert json.dumps(job).count("1500") == 1
+
+
+async def test_unreadable_histogram_is_none_and_counts_are_kept(
+    sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    writer = SidekiqWriter(sync_client, V7)
+    now = redis_now(sync_client)
+    writer.metrics(minute_of(now), "A", executions=4, milliseconds=40)
+    sync_client.lpush(writer.keys.histogram_v7("A", minute_of(now)), "not a string")
+    reader = Reader()
+    reader.histograms_by_get = True  # fakeredis lacks BITFIELD_RO
+    sample = await reader.read(client, now)
+    (minute,) = sample.metrics_minutes
+    (a,) = minute.classes
+    assert (a.executions, a.milliseconds, a.histogram) == (4, 40, None)
+    assert sample.skipped == {decode.WRONG_TYPE: 1}

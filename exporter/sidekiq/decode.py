@@ -267,7 +267,9 @@ def decode_metrics_fields(fields: Mapping[bytes, bytes]) -> tuple[dict[str, list
     return by_class, malformed
 
 
-def class_minute(job_class: str, counts: Sequence[int], histogram: tuple[int, ...]) -> ClassMinute:
+def class_minute(
+    job_class: str, counts: Sequence[int], histogram: tuple[int, ...] | None
+) -> ClassMinute:
     """A `ClassMinute` from decoded `j|` counts and a decoded histogram."""
     executions, failures, milliseconds = counts
     return ClassMinute(job_class, executions, failures, milliseconds, histogram)

@@ -579,16 +579,18 @@ class Reader:
             return ("GET", key)
         return ("BITFIELD_RO", key, _HISTOGRAM_BITFIELD_ARGS)
 
-    def _decode_histogram(self, reply: object, collected: _Collected) -> tuple[int, ...]:
+    def _decode_histogram(self, reply: object, collected: _Collected) -> tuple[int, ...] | None:
+        # None, not zeros, for an unreadable histogram: zeros would make derive see the minute
+        # shrink and then count it all again at the next good read.
         if collected.error(reply):
-            return decode.EMPTY_HISTOGRAM
+            return None
         if self.histograms_by_get:
             result = decode.decode_histogram_bytes(reply if isinstance(reply, bytes) else None)
         else:
             result = decode.decode_histogram_bitfield(reply)
         if isinstance(result, Skip):
             collected.skip(result)
-            return decode.EMPTY_HISTOGRAM
+            return None
         return result
 
 
