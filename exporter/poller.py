@@ -47,9 +47,10 @@ __all__ = [
 
 log = get_logger(__name__)
 
-# Reads Redis: takes the best estimate of Redis `TIME` now, returns one Sample; raises
-# RedisError / OSError / TimeoutError when Redis can't be read.
-ReadFn = Callable[[float], Awaitable[Sample]]
+# Reads Redis: takes the best estimate of Redis `TIME` now and the Redis time of the last
+# successful read (None before the first), returns one Sample; raises RedisError / OSError /
+# TimeoutError when Redis can't be read.
+ReadFn = Callable[[float, float | None], Awaitable[Sample]]
 
 # What a failed read may raise. Anything else is a bug, logged with its traceback.
 # (asyncio.TimeoutError is the builtin TimeoutError, a subclass of OSError, since 3.11.)
@@ -94,6 +95,7 @@ class Poller:
         # Redis TIME minus our wall clock, from the last successful poll: lets the reader
         # compute "now" in Redis time before it has read TIME in this poll.
         self._clock_offset = 0.0
+        self._last_read_redis_time: float | None = None  # of the last successful read
         self._consecutive_failures = 0
         self._up: bool | None = None  # None until the first poll: its outcome is logged
         self._down_since: float | None = None  # monotonic
@@ -142,7 +144,7 @@ class Poller:
         now_hint = started_wall + self._clock_offset
         try:
             async with asyncio.timeout(self._timeout):
-                sample = await self._read(now_hint)
+                sample = await self._read(now_hint, self._last_read_redis_time)
             snapshot = self._derive(sample)
         except EXPECTED_ERRORS as exc:
             self._failed(started, exc)
@@ -156,6 +158,7 @@ class Poller:
         # start of the poll, not its end: no bias by the poll's duration, and when TIME fails
         # (the reader then returns `now_hint` itself) the offset stays where it was.
         self._clock_offset = sample.redis_time - started_wall
+        self._last_read_redis_time = sample.redis_time
         self._succeeded(started, sample, snapshot)
         return True
 

@@ -174,7 +174,7 @@ class FakeBuild:
 
         stack.push_async_callback(close)
 
-        async def read(now_hint: float) -> Sample:
+        async def read(now_hint: float, since: float | None = None) -> Sample:
             return fake_sample(clock.time())
 
         def derive(sample: Sample) -> Snapshot:

@@ -303,3 +303,18 @@ def test_unreadable_histogram_is_unknown_not_zero() -> None:
     snap = derive(sample(T0 + 35, minute(T0, cm("A", 6, h=hist(b4=6)))))
     assert snap.job_classes["A"].histogram == hist(b4=6)
     assert snap.job_classes["A"].executions == 6
+
+
+def test_minutes_during_a_gap_are_counted_when_the_window_catches_up() -> None:
+    from dataclasses import replace
+
+    derive = Deriver("main", DeriveConfig(metrics_window_minutes=3))
+    derive(sample(T0 + 5))  # baseline
+    derive(replace(sample(T0 + 65), metrics_window_start=int(T0 - 60)))
+    # Thirty minutes unread; the reader then reads every minute since the last success.
+    later = T0 + 31 * 60
+    catch_up = replace(
+        sample(later + 5, minute(T0 + 600, cm("A", 4)), minute(later, cm("A", 1))),
+        metrics_window_start=int(T0),
+    )
+    assert derive(catch_up).job_classes["A"].executions == 5

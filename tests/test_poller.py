@@ -92,12 +92,14 @@ class FakeRead:
         self.clock = clock
         self.outcomes = deque(outcomes)
         self.calls: list[tuple[float, float]] = []  # (monotonic start, now_hint)
+        self.since: list[float | None] = []  # the Redis time of the last success, per call
         self.active = 0
         self.max_active = 0
 
-    async def __call__(self, now_hint: float) -> Sample:
+    async def __call__(self, now_hint: float, since: float | None = None) -> Sample:
         started = self.clock.monotonic()
         self.calls.append((started, now_hint))
+        self.since.append(since)
         outcome = self.outcomes[0] if len(self.outcomes) == 1 else self.outcomes.popleft()
         duration, result = outcome
         self.active += 1
@@ -269,6 +271,20 @@ async def test_failed_time_keeps_the_offset_instead_of_drifting() -> None:
     assert offsets[1:] == pytest.approx([5.0] * (len(offsets) - 1))
 
 
+async def test_read_is_told_the_redis_time_of_the_last_success() -> None:
+    # The reader widens its metrics window after a gap: it needs the last successful read.
+    r = rig([ok(0.2), fail(), fail(), ok(0.2)], max_sleeps=4)
+    await run_until_stopped(r)
+    first_redis_time = WALL_START + r.read.starts[0]
+    assert r.read.since == [
+        None,
+        first_redis_time,
+        first_redis_time,
+        first_redis_time,
+        pytest.approx(WALL_START + r.read.starts[3]),
+    ]
+
+
 # --- schedule --------------------------------------------------------------------------------
 
 
@@ -308,7 +324,7 @@ async def test_polls_never_overlap() -> None:
 async def test_timeout_cancels_the_read_and_counts_an_error() -> None:
     cancelled = asyncio.Event()
 
-    async def hang(now_hint: float) -> Sample:
+    async def hang(now_hint: float, since: float | None = None) -> Sample:
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -507,7 +523,7 @@ async def test_unexpected_exceptions_are_logged_counted_and_survived() -> None:
 async def test_cancellation_propagates() -> None:
     started = asyncio.Event()
 
-    async def slow(now_hint: float) -> Sample:
+    async def slow(now_hint: float, since: float | None = None) -> Sample:
         started.set()
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")

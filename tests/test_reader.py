@@ -294,3 +294,23 @@ async def test_unreadable_histogram_is_none_and_counts_are_kept(
     (a,) = minute.classes
     assert (a.executions, a.milliseconds, a.histogram) == (4, 40, None)
     assert sample.skipped == {decode.WRONG_TYPE: 1}
+
+
+async def test_metrics_window_widens_after_a_gap_between_reads(
+    sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    writer = SidekiqWriter(sync_client, V7)
+    now = redis_now(sync_client)
+    twenty_minutes_ago = minute_of(now - 20 * 60)
+    writer.metrics(twenty_minutes_ago, "A", executions=3)
+    reader = Reader(metrics_window_minutes=3)
+    reader.histograms_by_get = True  # fakeredis lacks BITFIELD_RO
+    assert (await reader.read(client, now, since=now - 10)).metrics_minutes == ()
+    after_gap = await reader.read(client, now, since=now - 30 * 60)
+    assert [m.minute_start for m in after_gap.metrics_minutes] == [
+        int(twenty_minutes_ago.timestamp())
+    ]
+    assert after_gap.round_trips == 2
+    # A gap longer than the cap reads the last MAX_CATCH_UP_MINUTES only.
+    days = await reader.read(client, now + 2 * 3600, since=now - 3600)
+    assert days.metrics_window_start == (int((now + 2 * 3600) // 60) - 59) * 60

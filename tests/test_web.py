@@ -221,7 +221,7 @@ class BlockingRead:
         self.started = asyncio.Event()
         self.cancelled = asyncio.Event()
 
-    async def __call__(self, now_hint: float) -> Sample:
+    async def __call__(self, now_hint: float, since: float | None = None) -> Sample:
         self.started.set()
         try:
             await asyncio.Event().wait()

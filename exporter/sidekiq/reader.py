@@ -16,6 +16,7 @@ No read grows with a queue's length, nothing walks `retry` or `dead`, no `KEYS` 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -303,6 +304,12 @@ def _unique_text(members: Iterable[bytes]) -> list[str]:
     return list(dict.fromkeys(m.decode("utf-8", "replace") for m in members))
 
 
+# The widest metrics window after a gap between reads: an hour of per-minute buckets, two
+# hash reads per minute plus one histogram read per class and minute, once. Sidekiq keeps the
+# buckets for 8 h; a longer gap loses the executions before the last hour.
+MAX_CATCH_UP_MINUTES = 60
+
+
 def metrics_minutes(now: float, count: int) -> list[datetime]:
     """Starts of the `count` UTC minutes whose buckets can still change: now's and earlier ones.
 
@@ -339,15 +346,26 @@ class Reader:
         self.histograms_by_get = False
         self._packs = PackCache()  # a cache of request bytes, not of data
 
-    async def read(self, client: Redis, now_hint: float) -> Sample:
-        """One poll: a Sample of everything Sidekiq keeps in this Redis."""
+    def _window_minutes(self, now: float, since: float | None) -> int:
+        if since is None:
+            return self.metrics_window_minutes
+        gap_minutes = math.ceil(max(0.0, now - since) / 60) + 2
+        return max(self.metrics_window_minutes, min(MAX_CATCH_UP_MINUTES, gap_minutes))
+
+    async def read(self, client: Redis, now_hint: float, since: float | None = None) -> Sample:
+        """One poll: a Sample of everything Sidekiq keeps in this Redis.
+
+        `since` is the Redis time of the last successful read: after a gap (Redis or the
+        exporter down) the metrics window widens to cover every minute since, up to
+        MAX_CATCH_UP_MINUTES, so executions flushed meanwhile are still counted.
+        """
         keys = self.keys
         collected = _Collected(Counter())
         round_trips = commands_sent = 0
         self._packs.next_poll()
 
         # --- Round trip 1: sets, counters, sorted-set facts, TIME, metric buckets. ---
-        minutes = metrics_minutes(now_hint, self.metrics_window_minutes)
+        minutes = metrics_minutes(now_hint, self._window_minutes(now_hint, since))
         metric_keys: list[tuple[str, datetime, str]] = []  # (key, minute, family)
         for minute in minutes:
             metric_keys.append((keys.metrics_minute_v7(minute), minute, "7"))
