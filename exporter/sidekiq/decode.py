@@ -299,7 +299,8 @@ def decode_histogram_bytes(raw: bytes | None) -> tuple[int, ...] | Skip:
     if raw is None:
         return EMPTY_HISTOGRAM
     if not isinstance(raw, bytes) or len(raw) > 2 * HISTOGRAM_BUCKETS + 64:
-        # Sidekiq writes exactly 52 bytes; a much longer string is not one of its histograms.
+        # BITFIELD grows the string only up to the highest bucket used (2 bytes for a class
+        # whose jobs all took < 20 ms, 52 at most); a much longer one is not a histogram.
         return Skip(INVALID_METRIC)
     # One C call instead of 26 slices: ~1 µs less per histogram (6,000 a poll at 2,000 classes).
     return _BIG_ENDIAN_U16S.unpack_from(raw.ljust(2 * HISTOGRAM_BUCKETS, b"\0"))
