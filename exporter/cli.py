@@ -34,6 +34,7 @@ from exporter.logs import (
     get_logger,
 )
 from exporter.poller import Poller
+from exporter.render_cache import RenderRegistry
 from exporter.settings import (
     PROG,
     ConfigError,
@@ -167,8 +168,12 @@ async def serve(
             loop.add_signal_handler(sig, request_stop, sig)
 
     store = Store(target.name for target in settings.targets)
-    registry = CollectorRegistry(auto_describe=False)
-    # The usual process_* and python_info series, as every client_python exporter has.
+    # Lists its collectors so /metrics can render the Sidekiq collector (pinnable) once per
+    # store state. Collectors without names (the Sidekiq one describes none) must stay in
+    # `name[]`-restricted scrapes too.
+    registry = RenderRegistry(auto_describe=False, support_collectors_without_names=True)
+    # The usual process_* and python_info series, as every client_python exporter has; they
+    # change on every scrape and are rendered on every scrape.
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
 

@@ -1,8 +1,10 @@
 """Turns the latest Snapshot of every target into Prometheus metric families.
 
 A custom collector, as prometheus/client_python recommends for exporters: families are built
-fresh on every scrape from the store, so a deleted queue, a stopped process or an unused job
-class simply disappears. Scrapes never talk to Redis. Example of what one target renders:
+fresh from the store, so a deleted queue, a stopped process or an unused job class simply
+disappears. Scrapes never talk to Redis. The output only changes when a poll publishes or a
+target goes stale, which `pin()` names with a key so /metrics can reuse one render for every
+scrape in between (exporter/render_cache.py). Example of what one target renders:
 
     # HELP sidekiq_queue_latency_seconds Age of the oldest job in the queue ... Sampled every 10s.
     # TYPE sidekiq_queue_latency_seconds gauge
@@ -15,7 +17,7 @@ class simply disappears. Scrapes never talk to Redis. Example of what one target
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from prometheus_client.core import (
@@ -107,6 +109,25 @@ class _Families:
         family.add_metric(list(values), list(buckets), sum_value)
 
 
+class _Pinned(Collector):
+    """One pinned state of a `SidekiqCollector`: the statuses and freshness read by `pin`."""
+
+    __slots__ = ("_collector", "_fresh", "_statuses")
+
+    def __init__(
+        self,
+        collector: SidekiqCollector,
+        statuses: tuple[TargetStatus, ...],
+        fresh: tuple[bool, ...],
+    ) -> None:
+        self._collector = collector
+        self._statuses = statuses
+        self._fresh = fresh
+
+    def collect(self) -> Iterator[Metric]:
+        return self._collector._build(self._statuses, self._fresh)
+
+
 class SidekiqCollector(Collector):
     """Renders the store: Sidekiq families from fresh snapshots, self-metrics always."""
 
@@ -121,8 +142,28 @@ class SidekiqCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        _, pinned = self.pin()
+        yield from pinned.collect()
+
+    def pin(self) -> tuple[Hashable, Collector]:
+        """The current state's cache key, and a collector that renders exactly that state.
+
+        What `collect` yields is a function of the store's statuses and, per target, of the
+        freshness decision (which moves with the clock: a snapshot goes stale
+        `STALE_AFTER_INTERVALS` intervals after its poll finished, with no publish). The key
+        is the store version plus those decisions, so equal keys mean equal output; the
+        returned collector renders the statuses and decisions read here, never newer ones, so
+        its output always matches the key (exporter/render_cache.py caches by it).
+        """
+        state = self.store.state()
+        now = self.clock.time()
         interval = self.settings.poll_interval
-        families = _Families(f"Sampled every {_fmt_interval(interval)}.")
+        fresh = tuple(self._fresh(status, now, interval) for status in state.statuses)
+        return (state.version, fresh), _Pinned(self, state.statuses, fresh)
+
+    def _build(self, statuses: Sequence[TargetStatus], fresh: Sequence[bool]) -> Iterator[Metric]:
+        """The families for `statuses`, each target fresh or not as `fresh` says."""
+        families = _Families(f"Sampled every {_fmt_interval(self.settings.poll_interval)}.")
         families.gauge(
             "sidekiq_exporter_build_info",
             "sidekiq-exporter build, value 1.",
@@ -130,11 +171,9 @@ class SidekiqCollector(Collector):
             [__version__],
             1,
         )
-        now = self.clock.time()
-        for status in self.store.all():
-            fresh = self._fresh(status, now, interval)
-            self._exporter_metrics(families, status, up=status.up and fresh)
-            if fresh and status.snapshot is not None:
+        for status, is_fresh in zip(statuses, fresh, strict=True):
+            self._exporter_metrics(families, status, up=status.up and is_fresh)
+            if is_fresh and status.snapshot is not None:
                 self._sidekiq_metrics(families, status.snapshot)
         yield from families.families.values()
 

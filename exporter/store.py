@@ -2,7 +2,8 @@
 
 Pollers (on the event loop) replace a target's `TargetStatus` wholesale; scrapes read whatever
 is there, from a worker thread (exporter/web.py). Statuses are immutable, the set of targets is
-fixed at start and replacing or reading one dict item is atomic, so no locks are needed.
+fixed at start, and a publish swaps in a whole new `StoreState` (one attribute assignment, atomic),
+so no locks are needed and a reader never sees a version without its statuses.
 """
 
 from __future__ import annotations
@@ -59,31 +60,52 @@ def add_counts(total: Mapping[str, int], *more: Mapping[str, int]) -> Mapping[st
     return MappingProxyType(summed)
 
 
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """Every target's status at one `version` of the store."""
+
+    version: int  # 0 at start, +1 on every publish: equal versions, equal statuses
+    statuses: tuple[TargetStatus, ...]  # ordered by target name
+    by_target: Mapping[str, TargetStatus]
+
+
 class Store:
     """The latest `TargetStatus` per configured target."""
 
-    __slots__ = ("_statuses",)
+    __slots__ = ("_state",)
 
     def __init__(self, targets: Iterable[str]) -> None:
         # Every configured target starts with an initial status, so scrapes before the first
         # poll already show `polls_total 0` and readiness can name what it waits for.
-        self._statuses: dict[str, TargetStatus] = {
-            name: TargetStatus.initial(name) for name in targets
-        }
+        self._state = _state(0, {name: TargetStatus.initial(name) for name in targets})
 
     def publish(self, status: TargetStatus) -> None:
-        """Replace the status of `status.target`; KeyError for a target not configured."""
-        if status.target not in self._statuses:
+        """Replace the status of `status.target`; KeyError for a target not configured.
+
+        Called from one thread only (the event loop's pollers): two publishes racing from two
+        threads could lose one. Reads are safe from any thread.
+        """
+        state = self._state
+        if status.target not in state.by_target:
             raise KeyError(f"unknown target {status.target!r}")
-        self._statuses[status.target] = status
+        self._state = _state(state.version + 1, {**state.by_target, status.target: status})
+
+    @property
+    def version(self) -> int:
+        """Incremented by every publish, so an unchanged version means unchanged statuses."""
+        return self._state.version
+
+    def state(self) -> StoreState:
+        """The version and every target's status, read together (consistent across a publish)."""
+        return self._state
 
     def get(self, target: str) -> TargetStatus:
         """The latest status of `target`; KeyError for a target not configured."""
-        return self._statuses[target]
+        return self._state.by_target[target]
 
     def all(self) -> tuple[TargetStatus, ...]:
         """Every target's latest status, ordered by target name."""
-        return tuple(self._statuses[name] for name in sorted(self._statuses))
+        return self._state.statuses
 
     def waiting_for(self) -> tuple[str, ...]:
         """Targets that have not had a successful poll yet, ordered by name."""
@@ -92,3 +114,11 @@ class Store:
     def ready(self) -> bool:
         """True once every configured target has had at least one successful poll."""
         return not self.waiting_for()
+
+
+def _state(version: int, statuses: dict[str, TargetStatus]) -> StoreState:
+    return StoreState(
+        version=version,
+        statuses=tuple(statuses[name] for name in sorted(statuses)),
+        by_target=MappingProxyType(statuses),
+    )

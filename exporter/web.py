@@ -2,8 +2,10 @@
 
 Nothing here knows Sidekiq or Redis. `/metrics` renders whatever collectors the registry holds
 (the cli registers them); pollers are started and stopped with the app through `cleanup_ctx`.
-Rendering runs in a worker thread: at the default cardinality limits it takes a few hundred
-milliseconds, which on the event loop would hold up polls and every other request.
+Rendering runs in a worker thread: at the default cardinality limits it takes up to ~100 ms,
+which on the event loop would hold up polls and every other request. The Sidekiq part only
+changes when a poll publishes (or a target goes stale), so it is rendered once per such state and
+output format and reused by the scrapes in between (exporter/render_cache.py).
 `--web.config.file` (TLS, basic auth: exporter/webconfig.py) plugs in as `middlewares` here,
 guarding every route, and as an SSL context on the site in cli.
 """
@@ -18,11 +20,11 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.logs import POLLER_DIED, get_logger
 from exporter.poller import Poller
+from exporter.render_cache import RenderCache
 from exporter.settings import Settings, format_duration
 from exporter.store import Store
 
@@ -64,14 +66,20 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
 
     Does what `prometheus_client.aiohttp.make_aiohttp_handler` does (content negotiation by
     `choose_encoder`, `name[]` filtering, aiohttp's gzip/deflate), except that collecting and
-    encoding run in a worker thread (`asyncio.to_thread`) instead of on the event loop.
+    encoding run in a worker thread (`asyncio.to_thread`) instead of on the event loop, and
+    that on a `RenderRegistry` the pinnable collectors' part (the Sidekiq families) is rendered
+    once per state of the store and format, then reused (exporter/render_cache.py).
     """
+
+    cache = RenderCache(registry)
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
         names = request.query.getall("name[]", [])
-        source: Collector = registry.restricted_registry(names) if names else registry
-        body = await asyncio.to_thread(encoder, source)
+        if names:  # rare (debugging): rendered in full, uncached
+            body = await asyncio.to_thread(encoder, registry.restricted_registry(names))
+        else:
+            body = await cache.render(encoder, content_type)
         response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
         response.enable_compression()  # by Accept-Encoding, as make_aiohttp_handler does
         return response

@@ -168,6 +168,7 @@ class FakeBuild:
         stack: AsyncExitStack,
     ) -> list[Poller]:
         Gauge("fake_wired", "Proves the builder's registry is served.", registry=registry).set(1)
+        registry.register(SidekiqCollector(store, settings, clock))  # as build_pollers does
 
         async def close() -> None:
             self.closed.set()
@@ -211,9 +212,14 @@ async def test_serve_until_stopped_then_releases_everything() -> None:
         async with aiohttp.ClientSession() as session:
             await wait_until_serving(session, base)
             status, text = await get(session, f"{base}/metrics")
+            # `name[]` reaches the Sidekiq collector too (it describes no names).
+            filtered = await get(session, f"{base}/metrics?name[]=sidekiq_up&name[]=python_info")
         assert status == 200
         names = {f.name for f in text_string_to_metric_families(text)}
-        assert {"fake_wired", "process_cpu_seconds", "python_info"} <= names
+        assert {"fake_wired", "process_cpu_seconds", "python_info", "sidekiq_up"} <= names
+        assert filtered[0] == 200
+        filtered_names = {f.name for f in text_string_to_metric_families(filtered[1])}
+        assert filtered_names == {"sidekiq_up", "python_info"}
         stop.set()
         async with asyncio.timeout(settings.shutdown_timeout):
             await task
