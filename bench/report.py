@@ -330,9 +330,11 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{ms(c['wall'] / len(c['latencies']))} / "
                 f"{ms(cg['wall'] / len(cg['latencies']))} |",
                 "",
-                "Scrapes are served one at a time by the event loop, so with 10 scrapers each "
-                "waits for the others: latency grows with the number of scrapers, the work per "
-                "scrape does not.",
+                "The daemon renders the Sidekiq families once per store state "
+                "(`exporter/render_cache.py`) in a worker thread and reuses the bytes until "
+                "the next poll publishes, so these scrapes, all between two polls, mostly pay "
+                "for HTTP and gzip; the in-process table above is the cost of the one render "
+                "per poll.",
                 "",
             ]
     out += [
