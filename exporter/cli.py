@@ -215,6 +215,7 @@ async def serve(
             listen_address=settings.listen_address,
             addresses=[format_listen_address(a[0], a[1]) for a in runner.addresses],
             telemetry_path=settings.telemetry_path,
+            config_file=settings.config_file,
             poll_interval_seconds=settings.poll_interval,
             targets={t.name: t.redacted_url for t in settings.targets},
             web=web_config.summary if web_config else None,
