@@ -25,11 +25,12 @@ from structlog.testing import capture_logs
 from exporter import __version__, cli
 from exporter.clock import Clock, SystemClock
 from exporter.collector import SidekiqCollector
-from exporter.model import Sample, ScheduledSetSample, Snapshot
+from exporter.model import Sample, Snapshot
 from exporter.poller import Poller
 from exporter.settings import Settings, build_target
 from exporter.store import Store
 from tests.support.redis_server import free_port
+from tests.support.samples import empty_sample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,8 +149,7 @@ async def test_build_pollers_wires_one_poller_and_client_per_target() -> None:
 
 
 def fake_sample(now: float) -> Sample:
-    empty = ScheduledSetSample(size=0, overdue=0, oldest_score=None)
-    return Sample(now, 1, 0, empty, empty, 0, (), (), (), (), 2, 5)
+    return empty_sample(now, processed=1)
 
 
 class FakeBuild:

@@ -17,11 +17,10 @@ from exporter.model import (
     QueueSample,
     QueueSla,
     Sample,
-    ScheduledSetSample,
 )
+from tests.support.samples import empty_sample
 
 T0 = 1_755_450_000.0  # a minute boundary
-EMPTY_SET = ScheduledSetSample(0, 0, None)
 
 
 def hist(**buckets: int) -> tuple[int, ...]:
@@ -41,20 +40,7 @@ def sample(
     queues: tuple[QueueSample, ...] = (),
     processes: tuple[ProcessSample, ...] = (),
 ) -> Sample:
-    return Sample(
-        redis_time=now,
-        processed=0,
-        failed=0,
-        scheduled=EMPTY_SET,
-        retry=EMPTY_SET,
-        dead_size=0,
-        queues=queues,
-        processes=processes,
-        running_jobs=(),
-        metrics_minutes=minutes,
-        round_trips=2,
-        commands=10,
-    )
+    return empty_sample(now, queues=queues, processes=processes, metrics_minutes=minutes)
 
 
 def cm(name: str, p: int, f: int = 0, ms: int = 0, h: tuple[int, ...] | None = None) -> ClassMinute:

@@ -39,7 +39,6 @@ from exporter.model import (
     ClassMinute,
     MetricsMinute,
     Sample,
-    ScheduledSetSample,
     Snapshot,
 )
 from exporter.settings import build_target
@@ -52,6 +51,7 @@ from tests.support.exporter_process import ExporterProcess, Scrape
 from tests.support.families import JOB_CLASS_FAMILIES
 from tests.support.layouts import V7, V8_0, V8_1_2, SidekiqWriter
 from tests.support.redis_server import RedisServer, hgetall_dict
+from tests.support.samples import empty_sample
 from tests.support.sidekiq import (
     SIDEKIQ_6_4_1,
     SIDEKIQ_7_3_2,
@@ -485,10 +485,9 @@ async def test_v8_and_mixed_minutes_across_midnight(v8: str) -> None:
 
 
 def minute_sample(now: float, *classes: ClassMinute) -> Sample:
-    empty = ScheduledSetSample(0, 0, None)
     start = int(now // 60) * 60
     minutes = (MetricsMinute(f"j|{start}", start, classes),) if classes else ()
-    return Sample(now, 0, 0, empty, empty, 0, (), (), (), minutes, 2, 2)
+    return empty_sample(now, metrics_minutes=minutes)
 
 
 def test_histogram_one_flush_ahead_keeps_inf_at_or_above_every_bucket() -> None:

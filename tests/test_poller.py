@@ -21,10 +21,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from structlog.testing import capture_logs
 
-from exporter.model import Sample, ScheduledSetSample, Snapshot
+from exporter.model import Sample, Snapshot
 from exporter.poller import BACKOFF_START_SECONDS, Poller
 from exporter.settings import Settings, TargetSettings, build_target
 from exporter.store import Store
+from tests.support.samples import empty_sample
 
 WALL_START = 1_700_000_000.0
 INTERVAL = 10.0
@@ -63,22 +64,7 @@ class FakeClock:
 def make_sample(
     redis_time: float, *, round_trips: int = 2, skipped: Mapping[str, int] | None = None
 ) -> Sample:
-    empty = ScheduledSetSample(size=0, overdue=0, oldest_score=None)
-    return Sample(
-        redis_time=redis_time,
-        processed=0,
-        failed=0,
-        scheduled=empty,
-        retry=empty,
-        dead_size=0,
-        queues=(),
-        processes=(),
-        running_jobs=(),
-        metrics_minutes=(),
-        round_trips=round_trips,
-        commands=5,
-        skipped=dict(skipped or {}),
-    )
+    return empty_sample(redis_time, round_trips=round_trips, skipped=dict(skipped or {}))
 
 
 # An outcome per poll: seconds it takes, and either a Sample builder or an exception to raise.

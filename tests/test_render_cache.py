@@ -20,11 +20,12 @@ from prometheus_client.openmetrics import parser as om_parser
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import STALE_AFTER_INTERVALS, SidekiqCollector
-from exporter.model import QueueSample, Sample, ScheduledSetSample, Snapshot
+from exporter.model import QueueSample, Snapshot
 from exporter.render_cache import MAX_FORMATS, RenderCache, RenderRegistry, join_bodies
 from exporter.settings import Settings, build_target
 from exporter.store import Store, TargetStatus
 from exporter.web import create_app
+from tests.support.samples import empty_sample
 
 Client = TestClient[web.Request, web.Application]
 
@@ -63,9 +64,8 @@ def make_settings() -> Settings:
 
 
 def make_status(processed: int = 1000, completed_at: float = NOW) -> TargetStatus:
-    empty = ScheduledSetSample(size=0, overdue=0, oldest_score=None)
     queues = (QueueSample("default", 5, NOW - 42, False), QueueSample("low", 0, None, False))
-    sample = Sample(NOW, processed, 7, empty, empty, 0, queues, (), (), (), 2, 5)
+    sample = empty_sample(NOW, processed=processed, failed=7, queues=queues)
     snapshot = Snapshot("main", sample, {}, False, {}, {}, ())
     return replace(
         TargetStatus.initial("main"),

@@ -24,12 +24,13 @@ from exporter.clock import SystemClock
 from exporter.collector import STALE_AFTER_INTERVALS
 from exporter.demo import V7, SidekiqWriter
 from exporter.derive import DeriveConfig, Deriver
-from exporter.model import NO_SLA, QueueSample, QueueSla, Sample, ScheduledSetSample
+from exporter.model import NO_SLA, QueueSample, QueueSla, Sample
 from exporter.settings import QueueRule, Settings, build_target, load_settings
 from exporter.sla import NUMBER_WORDS, UNIT_SECONDS, SlaResolver, sla_from_name
 from exporter.store import Store
 from tests.support.exporter_process import ExporterProcess, Scrape
 from tests.support.redis_server import RedisServer
+from tests.support.samples import empty_sample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -375,7 +376,6 @@ def test_bad_config_exits_2_with_one_line_from_the_real_command(tmp_path: Path) 
 # --- breach time with a controlled clock ------------------------------------------------------
 
 T0 = 1_755_450_000.0
-EMPTY_SET = ScheduledSetSample(0, 0, None)
 
 
 def sample(now: float, **oldest: float | None) -> Sample:
@@ -383,20 +383,7 @@ def sample(now: float, **oldest: float | None) -> Sample:
     queues = tuple(
         QueueSample(name, 0 if ts is None else 1, ts, False) for name, ts in oldest.items()
     )
-    return Sample(
-        redis_time=now,
-        processed=0,
-        failed=0,
-        scheduled=EMPTY_SET,
-        retry=EMPTY_SET,
-        dead_size=0,
-        queues=queues,
-        processes=(),
-        running_jobs=(),
-        metrics_minutes=(),
-        round_trips=2,
-        commands=10,
-    )
+    return empty_sample(now, queues=queues)
 
 
 def deriver(*rules: QueueRule, max_gap: float = 3.0) -> Deriver:
