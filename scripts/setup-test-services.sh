@@ -5,8 +5,9 @@
 #     ruby-sidekiq-cron (1.8.0), prometheus (for promtool), openssl, iproute2, plus
 #     ruby-concurrent and ruby-rack (needed by Sidekiq 7.3).
 #   * Sidekiq 7.3.2 with redis-client 0.22.2 and connection_pool 2.4.1, downloaded from
-#     Debian 13 (trixie) with a PRIVATE apt configuration (the system's sources are never
-#     touched) and unpacked with `dpkg -x` into .cache/sidekiq-7.3.2/ in the repository.
+#     Debian 13 (trixie) with a PRIVATE apt configuration on the machine's own mirror
+#     (scripts/lib/private-apt.sh; the system's sources are never touched) and unpacked
+#     with `dpkg -x` into .cache/sidekiq-7.3.2/ in the repository.
 #
 # Idempotent; takes well under a second when everything is already in place.
 # Needs root for apt-get install (it is skipped when nothing is missing).
@@ -18,6 +19,8 @@ S7_DIR="$CACHE/sidekiq-7.3.2"
 APT_PRIV="$CACHE/apt-trixie"
 GEMS_REL="usr/share/rubygems-integration/all/gems"
 START_NS=$(date +%s%N)
+# shellcheck source=lib/private-apt.sh
+source "$ROOT/scripts/lib/private-apt.sh"
 
 log() { printf 'setup-test-services: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -90,25 +93,10 @@ declare -A S7_PKGS=(
 STAMP="$S7_DIR/.complete"
 
 fetch_sidekiq7() {
-    mkdir -p "$APT_PRIV"/{lists/partial,cache/archives/partial,state,sources.list.d,preferences.d,debs}
-    cat >"$APT_PRIV/sources.list" <<'EOF'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
-EOF
     [[ -s /usr/share/keyrings/debian-archive-keyring.gpg ]] || die "debian-archive-keyring missing"
-    local -a O=(
-        -o "Dir::State=$APT_PRIV/state"
-        -o "Dir::State::Lists=$APT_PRIV/lists"
-        -o "Dir::State::status=/var/lib/dpkg/status"
-        -o "Dir::Cache=$APT_PRIV/cache"
-        -o "Dir::Etc::sourcelist=$APT_PRIV/sources.list"
-        -o "Dir::Etc::sourceparts=$APT_PRIV/sources.list.d"
-        -o "Dir::Etc::preferences=$APT_PRIV/preferences"
-        -o "Dir::Etc::preferencesparts=$APT_PRIV/preferences.d"
-        -o "APT::Sandbox::User=root"
-        -o "Acquire::Languages=none"
-        -o "APT::Architectures::=amd64"
-        -o "Debug::NoLocking=1"
-    )
+    private_apt_opts "$APT_PRIV" trixie || die "cannot set up a private apt configuration"
+    local -a O=("${PRIVATE_APT[@]}")
+    mkdir -p "$APT_PRIV/debs"
     log "fetching trixie index into $APT_PRIV (private apt configuration)"
     apt-get "${O[@]}" -qq update >&2
     rm -f "$APT_PRIV"/debs/*.deb
