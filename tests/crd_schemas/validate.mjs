@@ -1,0 +1,30 @@
+// Validates Kubernetes custom resources against their CRD schemas, offline.
+//
+// stdin: a JSON array of {"name": "...", "doc": {...}}; stdout: a JSON array of
+// {"name": "...", "kind": "...", "error": null | "..."}, one per input, in order.
+// A kind without a schema here is an error, never a pass.
+import { readFileSync } from "node:fs";
+import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1";
+import { PrometheusRule, ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+
+const MODELS = {
+  "keda.sh/v1alpha1/ScaledObject": ScaledObject,
+  "monitoring.coreos.com/v1/PrometheusRule": PrometheusRule,
+  "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor,
+};
+
+const inputs = JSON.parse(readFileSync(0, "utf8"));
+const results = inputs.map(({ name, doc }) => {
+  const key = `${doc.apiVersion}/${doc.kind}`;
+  const Model = MODELS[key];
+  if (Model === undefined) {
+    return { name, kind: key, error: `no schema for ${key}` };
+  }
+  try {
+    new Model(doc).validate();
+    return { name, kind: key, error: null };
+  } catch (e) {
+    return { name, kind: key, error: String(e && e.message ? e.message : e) };
+  }
+});
+process.stdout.write(JSON.stringify(results));
