@@ -13,6 +13,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODE_DIR="$ROOT/tests/crd_schemas"
+# shellcheck source=lib/apt-install.sh
+source "$ROOT/scripts/lib/apt-install.sh"
 
 log() { printf 'setup-deploy-tools: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -20,18 +22,7 @@ die() { log "ERROR: $*"; exit 1; }
 PKGS=(podman buildah mmdebstrap uidmap systemd)
 command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)
 
-missing=()
-for p in "${PKGS[@]}"; do
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [[ "$st" == installed ]] || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    [[ $(id -u) -eq 0 ]] || die "missing packages (${missing[*]}); run as root"
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=900 -qq update >&2
-    apt-get -o DPkg::Lock::Timeout=900 -y -qq install --no-install-recommends "${missing[@]}" >&2
-fi
+apt_install_missing "${PKGS[@]}" || die "cannot install the Debian packages"
 
 # npm ci only when the lock file changed since the last install.
 stamp="$NODE_DIR/node_modules/.installed-lock"
