@@ -8,9 +8,12 @@
 #     Debian 13 (trixie) with a PRIVATE apt configuration on the machine's own mirror
 #     (scripts/lib/private-apt.sh; the system's sources are never touched) and unpacked
 #     with `dpkg -x` into .cache/sidekiq-7.3.2/ in the repository.
+#   * A Debian sid root in .cache/sid-root/ with Sidekiq 8.1 (Ruby 3.3), Redis 8 and Valkey 9
+#     (scripts/setup-sid-root.sh; programs in it run through scripts/in-sid-root.sh).
 #
 # Idempotent; takes well under a second when everything is already in place.
-# Needs root for apt-get install (it is skipped when nothing is missing).
+# Needs root for apt-get install and to build the sid root (both skipped when nothing is
+# missing).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -134,7 +137,12 @@ if ! s7_ok; then
 fi
 
 # ---------------------------------------------------------------------------
-# 3. .gitignore
+# 3. Sidekiq 8.1, Redis 8 and Valkey 9: the Debian sid root
+# ---------------------------------------------------------------------------
+sid_line=$("$ROOT/scripts/setup-sid-root.sh")
+
+# ---------------------------------------------------------------------------
+# 4. .gitignore
 # ---------------------------------------------------------------------------
 GI="$ROOT/.gitignore"
 touch "$GI"
@@ -143,7 +151,7 @@ for pat in .cache/ .venv/ __pycache__/ '*.egg-info' .pytest_cache .mypy_cache .r
 done
 
 # ---------------------------------------------------------------------------
-# 4. Verify that each Sidekiq loads with the intended library versions
+# 5. Verify that each Sidekiq loads with the intended library versions
 # ---------------------------------------------------------------------------
 G6=/usr/share/rubygems-integration/all/gems/sidekiq-6.4.1
 G7="$S7_DIR/$GEMS_REL"
@@ -167,3 +175,4 @@ echo "test services ready: redis-server $(redis-server --version | sed -E 's/.* 
      "sidekiq $s6 (redis-rb $rb6, connection_pool $cp6, sidekiq-cron ${vcron%%-*});" \
      "sidekiq $s7 (redis-client $rc7, connection_pool $cp7) in ${S7_DIR#"$ROOT"/};" \
      "promtool $(promtool --version 2>&1 | awk 'NR==1{print $3}'); installed_now=$installed_now; ${elapsed} ms"
+echo "$sid_line"

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build the Debian sid root the tests run Sidekiq 8.1, Redis 8 and Valkey 9 from.
+#
+#   scripts/setup-sid-root.sh        build .cache/sid-root once; later runs only check it
+#
+# Debian 12 has neither Ruby >= 3.2 (Sidekiq 8 needs it) nor Redis 8 or Valkey; sid packages
+# all three. `mmdebstrap --variant=essential` builds a minimal root holding exactly SID_PACKAGES
+# and what they depend on, from the mirror of the machine's own apt sources
+# (scripts/lib/private-apt.sh); the system's apt configuration is never changed. Programs in
+# it run through scripts/in-sid-root.sh (chroot; loopback is shared with the host).
+#
+# The root is rebuilt only when it is missing or SID_PACKAGES changed; its stamp
+# (.cache/sid-root/.sid-root-stamp) records the package list and the versions installed.
+# Building needs root (mmdebstrap's root mode, chroot); mmdebstrap is installed if missing.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SID_ROOT="$REPO/.cache/sid-root"
+STAMP="$SID_ROOT/.sid-root-stamp"
+# ruby-sidekiq pulls in Ruby 3.3, redis-client and connection_pool. valkey-server and
+# valkey-tools depend on `systemd | systemd-standalone-*`: naming the standalone tools keeps
+# systemd itself out of the root.
+SID_PACKAGES=(ruby-sidekiq redis-server valkey-server
+              systemd-standalone-tmpfiles systemd-standalone-sysusers)
+START_NS=$(date +%s%N)
+# shellcheck source=lib/private-apt.sh
+source "$REPO/scripts/lib/private-apt.sh"
+
+log() { printf 'setup-sid-root: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+want_line="packages: ${SID_PACKAGES[*]}"
+
+root_ok() {
+    [[ -f "$STAMP" && -x "$SID_ROOT/usr/bin/ruby" ]] || return 1
+    [[ "$(head -n1 "$STAMP")" == "$want_line" ]]
+}
+
+build_root() {
+    [[ $(id -u) -eq 0 ]] || die "the sid root is missing or outdated; run as root to build it"
+    if ! command -v mmdebstrap >/dev/null; then
+        log "installing mmdebstrap"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get -o DPkg::Lock::Timeout=900 -qq update >&2
+        apt-get -o DPkg::Lock::Timeout=900 -y -qq install --no-install-recommends mmdebstrap >&2
+    fi
+    [[ -s /usr/share/keyrings/debian-archive-keyring.gpg ]] || die "debian-archive-keyring missing"
+    local mirror tmp
+    mirror=$(debian_mirror) || die "no Debian mirror in the system's apt sources"
+    tmp="$SID_ROOT.tmp.$$"
+    # A half-built root from an interrupted run: never follow a leftover mount out of it.
+    rm -rf --one-file-system "$SID_ROOT".tmp.* "$SID_ROOT"
+    log "building $SID_ROOT from $mirror sid: ${SID_PACKAGES[*]}"
+    # sid on a snapshot mirror may be past its Release file's Valid-Until: accepted here only.
+    # Documentation, manual pages and translations are left out (a third of the size).
+    local IFS=,
+    if ! mmdebstrap --quiet --variant=essential --mode=root \
+        --include="${SID_PACKAGES[*]}" \
+        --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
+        --aptopt='Acquire::Check-Valid-Until "false"' \
+        --aptopt='Acquire::Languages "none"' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        sid "$tmp" "$mirror" >&2; then
+        rm -rf --one-file-system "$tmp"
+        die "mmdebstrap failed"
+    fi
+    unset IFS
+    local versions
+    versions=$(chroot "$tmp" ruby -e 'require "sidekiq"; require "sidekiq/api"
+        print "sidekiq #{Sidekiq::VERSION} ruby #{RUBY_VERSION} redis-client #{RedisClient::VERSION}" \
+              " connection_pool #{ConnectionPool::VERSION}"') || die "Sidekiq does not load in the sid root"
+    {
+        echo "$want_line"
+        echo "$versions"
+        echo "redis-server $(chroot "$tmp" redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/')"
+        echo "valkey-server $(chroot "$tmp" valkey-server --version | sed -E 's/.* v=([^ ]+).*/\1/')"
+        echo "size $(du -sm --one-file-system "$tmp" | cut -f1) MB"
+        chroot "$tmp" dpkg-query -W -f='deb ${Package} ${Version}\n' ruby-sidekiq ruby-redis-client \
+            ruby-connection-pool ruby3.3 redis-server valkey-server
+    } >"$tmp/.sid-root-stamp.new"
+    mv "$tmp/.sid-root-stamp.new" "$tmp/.sid-root-stamp"
+    mv "$tmp" "$SID_ROOT"
+}
+
+root_ok || build_root
+# scripts/in-sid-root.sh mounts the repository at its own path inside the root; a caller
+# without root cannot create the mount point there, so make it now.
+[[ -d "$SID_ROOT$REPO" ]] || mkdir -p "$SID_ROOT$REPO"
+elapsed=$(( ($(date +%s%N) - START_NS) / 1000000 ))
+echo "sid root ready: $(sed -n 2,5p "$STAMP" | paste -sd';' | sed 's/;/; /g') in ${SID_ROOT#"$REPO"/};" \
+     "${elapsed} ms"
