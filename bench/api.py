@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.sidekiq import REPO_ROOT, VERSIONS, ruby_env
+from tests.support.sidekiq import REPO_ROOT, VERSIONS, ruby_cmd, ruby_env
 
 SCRIPT = Path(__file__).with_name("sidekiq_api.rb")
 
@@ -24,7 +24,7 @@ class ApiTimes:
 
 
 def available() -> list[str]:
-    """The Sidekiq versions installed here (scripts/setup-test-services.sh installs both)."""
+    """The Sidekiq versions installed here (scripts/setup-test-services.sh installs them all)."""
     return [name for name, version in VERSIONS.items() if version.available]
 
 
@@ -45,17 +45,15 @@ def time_api(
     timeout: float = 600.0,
 ) -> ApiTimes:
     """Run the Ruby script; also counts the Redis commands it sent, from INFO commandstats."""
-    sidekiq = VERSIONS[version]
-    command = [
-        "ruby",
-        *sidekiq.ruby_args,
-        str(SCRIPT),
+    command = ruby_cmd(
+        VERSIONS[version],
+        SCRIPT,
         f"min_iterations={min_iterations}",
         f"max_iterations={max_iterations}",
         f"budget={budget}",
         f"minutes={minutes}",
         f"warmup={int(warmup)}",
-    ]
+    )
     client = redis.Redis.from_url(url)
     try:
         calls_before = _total_calls(client)

@@ -1,19 +1,32 @@
-"""The real-component test helpers work, and real Sidekiq writes what the layout spec says.
+"""The real-component test helpers work, and real Sidekiq writes what the layout doc says.
 
-Confirms /work/shared/sidekiq-redis-layout.md §13 items 1 and 2 against real processes:
-6.4.1 writes ``<identity>:workers`` with a string ``payload``; 7.3.2 writes ``<identity>:work``;
-``quiet`` is stored as the text ``"false"`` / ``"true"`` (6.4.1 passes a raw boolean).
+Confirms docs/redis-layout.md §13 items 1, 2 and 6 against real processes: 6.4.1 writes
+``<identity>:workers`` with a string ``payload``; 7.3.2 and 8.1 write ``<identity>:work``;
+``quiet`` is stored as the text ``"false"`` / ``"true"`` (6.4.1 passes a raw boolean); 8.1.2+
+keeps ``concurrency`` in its own hash field, not in ``info``, and payload timestamps are
+integer milliseconds.
+Also: every server kind starts and stops, and what runs in the sid root is cleaned up.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.redis_server import RedisServer, RespConnection, RespError, hgetall_dict
+from tests.support import sid_root
+from tests.support.processes import kill_process_group, stop_process
+from tests.support.redis_server import (
+    SERVERS,
+    RedisServer,
+    RespConnection,
+    RespError,
+    hgetall_dict,
+)
 from tests.support.sidekiq import (
     VERSIONS,
     SidekiqProcess,
@@ -56,6 +69,66 @@ def test_redis_server_password_and_unix_socket(tmp_path: Path) -> None:
             c.execute("GET", "x")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): look at its state.
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def _sid_root_mounts() -> list[str]:
+    """Mounts under the sid root visible here: none may outlive the command that made them."""
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if str(sid_root.SID_ROOT) in line]
+
+
+@pytest.mark.parametrize("kind", sorted(SERVERS))
+def test_every_server_kind_starts_and_cleans_up(kind: str) -> None:
+    server = RedisServer(kind=SERVERS[kind])
+    with server:
+        version = server.version()
+        print(f"{kind}: {version}")
+        assert version.split(".")[0] == {"redis-7.0": "7", "redis-8": "8", "valkey-9": "9"}[kind]
+        assert server.execute("PING") == "PONG"
+        assert server.execute("CONFIG", "GET", "save") == ["save", ""]
+        # The server writes its log into the test's temp dir, at the same path in the root.
+        assert "Ready to accept connections" in server.log_tail()
+        pid = server.pid
+        assert pid is not None
+        assert _sid_root_mounts() == []
+    assert not _alive(pid)
+    assert not server.dir.exists()
+    assert _sid_root_mounts() == []
+
+
+def test_in_sid_root_keeps_the_pid_and_group_cleanup_ends_strays(tmp_path: Path) -> None:
+    """The pid seen inside is the Popen's; a child left behind dies with the process group."""
+    out = tmp_path / "pids"
+    proc = subprocess.Popen(
+        sid_root.command("sh", "-c", f'sleep 300 & echo "$$ $!" > {out}; exec sleep 300'),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not out.exists() or not out.read_text().endswith("\n"):
+            assert time.monotonic() < deadline, "the command in the sid root did not start"
+            time.sleep(0.02)
+        inner_pid, stray = (int(x) for x in out.read_text().split())
+        assert inner_pid == proc.pid  # exec all the way: signals reach the program itself
+        assert stop_process(proc, 5) is not None
+        assert _alive(stray)  # TERM to the program alone leaves its child running...
+    finally:
+        kill_process_group(proc.pid)
+    deadline = time.monotonic() + 5
+    while _alive(stray):  # ...until the group is killed (reaped by init, not by us)
+        assert time.monotonic() < deadline, f"pid {stray} survived its process group"
+        time.sleep(0.02)
+    assert _sid_root_mounts() == []
+
+
 def test_redis_server_fixture(redis_server: RedisServer) -> None:
     assert redis_server.execute("DBSIZE") == 0
 
@@ -79,18 +152,27 @@ def test_sidekiq_process_layout(version: str, redis_server: RedisServer) -> None
         h = p.process_hash()
         assert set(h) >= {"info", "busy", "beat", "quiet", "rss", "rtt_us"}
         assert h["quiet"] == "false"  # §13 item 2: the text redis-rb 4.8 / redis-client store
+        assert int(h["rss"]) > 0  # read from /proc, mounted in the sid root too
         info = json.loads(h["info"])
         assert info["tag"] == "infra"
-        assert info["concurrency"] == 3
+        if v.concurrency_field:  # §13 item 6: 8.1.2+ moved it out of `info`
+            assert h["concurrency"] == "3"
+            assert "concurrency" not in info
+            weights = {"critical": 2, "default": 0}
+            capsule = {"concurrency": 3, "mode": "weighted", "weights": weights}
+            assert info["capsules"] == {"default": capsule}
+        else:
+            assert "concurrency" not in h
+            assert info["concurrency"] == 3
         assert info["queues"] == ["critical", "default"]
         assert info["identity"] == ident
         assert info["hostname"] == host
-        assert info.get("version") == (None if version == "6.4.1" else version)
+        assert info.get("version") == (None if version == "6.4.1" else v.version)
         processed_before = int(r.execute("GET", "stat:processed") or 0)
 
         pushed = enqueue(v, r.url, fast=1, slow=1, slow_seconds=30, failing=1, dead=1)
         assert pushed["pushed"] == {"default": 4}
-        assert pushed["sidekiq_version"] == version
+        assert pushed["sidekiq_version"] == v.version
         # Failures are handled synchronously: retry (default policy) and dead (retry: 0).
         wait_for(
             lambda: r.execute("ZCARD", "retry") == 1 and r.execute("ZCARD", "dead") == 1,
@@ -118,7 +200,10 @@ def test_sidekiq_process_layout(version: str, redis_server: RedisServer) -> None
         job = json.loads(entry["payload"])
         assert job["class"] == "SlowJob"
         assert job["args"] == [30]
-        assert isinstance(job["enqueued_at"], float)
+        # Seconds as a JSON float before 8.0; integer milliseconds from 8.0 (§2.3).
+        unit = int if v.millisecond_timestamps else float
+        assert isinstance(job["enqueued_at"], unit)
+        assert isinstance(job["created_at"], unit)
         assert p.process_hash()["busy"] == "1"
 
         # Counters are flushed on the beat, so the FastJob and both failures are counted.
@@ -127,7 +212,7 @@ def test_sidekiq_process_layout(version: str, redis_server: RedisServer) -> None
         assert int(r.execute("GET", "stat:failed") or 0) == 2
 
         t = truth(v, r.url)
-        assert t["sidekiq_version"] == version
+        assert t["sidekiq_version"] == v.version
         assert t["stats"]["processes_size"] == 1
         assert t["stats"]["workers_size"] == 1
         assert t["stats"]["retry_size"] == 1

@@ -2,8 +2,9 @@
 
 # A tiny Sidekiq application for the integration and conformance tests.
 #
-# It runs unchanged under Sidekiq 6.4.1 (Debian 12) and 7.3.2 (Debian 13, unpacked into
-# .cache/sidekiq-7.3.2); the version is chosen only by the `ruby -I` load path.
+# It runs unchanged under Sidekiq 6.4.1 (Debian 12), 7.3.2 (Debian 13, unpacked into
+# .cache/sidekiq-7.3.2; the version is chosen by the `ruby -I` load path) and 8.1.x (Ruby 3.3
+# in the Debian sid root, .cache/sid-root, run through scripts/in-sid-root.sh).
 # Redis comes from REDIS_URL (default redis://127.0.0.1:6379/0).
 #
 # Server:  ruby -I<paths> <sidekiq exe> -r tests/sidekiq_app/app.rb -q critical,2 -q default -c 5 -g tag
@@ -38,12 +39,17 @@ module SidekiqApp
   def self.cron_supported?
     major == 6
   end
+
+  # The class Rails' ActiveJob adapter pushes: renamed in Sidekiq 8.0 (sidekiq/rails.rb).
+  def self.active_job_wrapper
+    (major >= 8) ? "Sidekiq::ActiveJob::Wrapper" : "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper"
+  end
 end
 
-# `include Sidekiq::Worker` works in 6.4 and 7.x (7.x aliases it to Sidekiq::Job).
+# `Sidekiq::Job` is the name from 6.3.0 on; `Sidekiq::Worker` is only a compatibility alias.
 
 class FastJob
-  include Sidekiq::Worker
+  include Sidekiq::Job
   sidekiq_options queue: "default"
 
   def perform(*_args)
@@ -52,7 +58,7 @@ class FastJob
 end
 
 class MediumJob
-  include Sidekiq::Worker
+  include Sidekiq::Job
   sidekiq_options queue: "default"
 
   def perform(*_args)
@@ -62,7 +68,7 @@ end
 
 # Stays busy for `seconds` (default 60) so a running job can be observed.
 class SlowJob
-  include Sidekiq::Worker
+  include Sidekiq::Job
   sidekiq_options queue: "default"
 
   def perform(seconds = 60, *_args)
@@ -74,7 +80,7 @@ end
 # retry is pushed an hour out so the retry set and the failure counters stay still while a
 # test compares numbers (Sidekiq's own delay would be 15-25 s).
 class FailingJob
-  include Sidekiq::Worker
+  include Sidekiq::Job
   sidekiq_options queue: "default"
   sidekiq_retry_in { |_count, _exception| 3600 }
 
@@ -87,7 +93,7 @@ end
 # `retry_count 0 < max 0` is false, so retries_exhausted -> send_to_morgue (unless dead: false).
 # (retry: false would discard the job instead.)
 class DeadJob
-  include Sidekiq::Worker
+  include Sidekiq::Job
   sidekiq_options queue: "default", retry: 0
 
   def perform(*_args)
@@ -97,7 +103,7 @@ end
 
 module Billing
   class InvoiceJob
-    include Sidekiq::Worker
+    include Sidekiq::Job
     sidekiq_options queue: "billing_within_5_minutes"
 
     # `seconds` lets a test keep a namespaced job running (enqueue.rb's billing_slow).
@@ -107,20 +113,29 @@ module Billing
   end
 end
 
-# Stand-in for Rails' ActiveJob adapter so raw-pushed ActiveJob-style payloads
-# ("class" => this wrapper, "wrapped" => "WrappedMailerJob") really execute.
+# Stand-ins for Rails' ActiveJob adapter so raw-pushed ActiveJob-style payloads
+# ("class" => SidekiqApp.active_job_wrapper, "wrapped" => "WrappedMailerJob") really execute.
 # args[0] is the ActiveJob serialization; arguments[0], if numeric, is seconds to sleep.
 module ActiveJob
   module QueueAdapters
     class SidekiqAdapter
       class JobWrapper
-        include Sidekiq::Worker
+        include Sidekiq::Job
 
         def perform(job_data = {})
           seconds = Array(job_data.is_a?(Hash) ? job_data["arguments"] : nil).first
           sleep seconds.to_f if seconds.is_a?(Numeric)
         end
       end
+    end
+  end
+end
+
+# Sidekiq 8's name for the same wrapper (defined by sidekiq/rails.rb only under Rails).
+if SidekiqApp.major >= 8
+  module Sidekiq
+    module ActiveJob
+      Wrapper = ::ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper unless const_defined?(:Wrapper)
     end
   end
 end
@@ -132,7 +147,7 @@ end
 
 # Pushed by cron.rb's schedule (Sidekiq 6 only).
 class CronTickJob
-  include Sidekiq::Worker
+  include Sidekiq::Job
   sidekiq_options queue: "default"
 
   def perform(*_args)

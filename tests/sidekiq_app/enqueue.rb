@@ -33,11 +33,12 @@ DEFAULTS = {
   "wrapped_seconds" => 0.01,
   "billing_slow" => 0,      # Billing::InvoiceJob(i, slow_seconds) -> billing_within_5_minutes
   "overdue" => 0,           # FastJob in `schedule` with a score overdue_seconds in the past
-  "overdue_seconds" => 30
+  "overdue_seconds" => 30,
+  "overdue_queue" => "default"
 }.freeze
-STRING_KEYS = %w[slow_queue].freeze
+STRING_KEYS = %w[slow_queue overdue_queue].freeze
 # Parameters (seconds, queue name) always keep their default; only counts are zeroed.
-PARAM_KEYS = %w[slow_seconds slow_queue scheduled_in wrapped_seconds overdue_seconds].freeze
+PARAM_KEYS = %w[slow_seconds slow_queue scheduled_in wrapped_seconds overdue_seconds overdue_queue].freeze
 
 args = {}
 ARGV.each do |a|
@@ -87,7 +88,7 @@ cfg["wrapped"].times do
   # What Rails' ActiveJob Sidekiq adapter pushes (args[0] is job.serialize).
   job_id = SecureRandom.uuid
   jid = Sidekiq::Client.push(
-    "class" => "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper",
+    "class" => SidekiqApp.active_job_wrapper,
     "wrapped" => "WrappedMailerJob",
     "queue" => "default",
     "retry" => true,
@@ -119,7 +120,7 @@ end
 # so push the raw item: Sidekiq::Client ZADDs any item carrying "at" with that score.
 overdue = 0
 cfg["overdue"].times do |i|
-  jids["overdue"] << Sidekiq::Client.push("class" => FastJob, "args" => [i], "queue" => "default",
+  jids["overdue"] << Sidekiq::Client.push("class" => FastJob, "args" => [i], "queue" => cfg["overdue_queue"],
                                           "at" => Time.now.to_f - cfg["overdue_seconds"].to_f)
   overdue += 1
 end

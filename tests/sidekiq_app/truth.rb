@@ -77,12 +77,17 @@ end
 ps = Sidekiq::ProcessSet.new
 out["processes"] = ps.map do |p|
   attribs = p.instance_variable_get(:@attribs) || {}
+  raw_concurrency, raw_info = Sidekiq.redis { |c| c.hmget(p.identity, "concurrency", "info") }
   {
     "identity" => p.identity,
     "hostname" => p["hostname"],
     "tag" => p.tag,
     "pid" => p["pid"],
+    # What the API says: `info.concurrency` up to 8.1.1; from 8.1.2 the `concurrency` hash
+    # field, `.to_i` (0 for a process that has no such field).
     "concurrency" => p["concurrency"],
+    "concurrency_field" => raw_concurrency,  # the raw process-hash field (8.1.2+), or nil
+    "info_concurrency" => parse_json(raw_info)&.dig("concurrency"),  # nil from 8.1.2 on
     "busy" => p["busy"],
     "beat" => p["beat"],
     "quiet" => p["quiet"],
@@ -92,6 +97,7 @@ out["processes"] = ps.map do |p|
     "started_at" => p["started_at"],
     "queues" => p["queues"],
     "weights" => p["weights"],
+    "capsules" => p["capsules"],
     "labels" => p.labels,
     "version" => p["version"],
     "embedded" => p["embedded"],
@@ -113,7 +119,8 @@ Sidekiq::WorkSet.new.each do |process_id, tid, work|
     payload = work["payload"]
   else
     queue = work.queue
-    run_at = work.raw("run_at")
+    # 8.x dropped Work#raw; Work#run_at is Time.at(the stored integer seconds).
+    run_at = work.respond_to?(:raw) ? work.raw("run_at") : work.run_at.to_i
     payload = work.payload
   end
   payload = parse_json(payload) || {}
@@ -148,7 +155,8 @@ out["dead"] = sorted_set_summary(Sidekiq::DeadSet.new)
 
 out["redis_time_after"] = redis_time
 
-# --- Execution metrics (7.x; 6.5 only with SIDEKIQ_METRICS_BETA; absent in 6.4)
+# --- Execution metrics (7.x and 8.x; 6.5 only with SIDEKIQ_METRICS_BETA; absent in 6.4).
+# Each version's Query reads only its own key family (8.x: `j|%y%m%d|…` and `h|…` histograms).
 out["metrics"] = if SidekiqApp.major < 7
   {"available" => false, "error" => "Sidekiq #{Sidekiq::VERSION} has no execution metrics (6.5+ beta, 7.0+)"}
 else
@@ -159,21 +167,28 @@ else
     top = query.top_jobs(minutes: minutes)
     classes = (top.job_results.keys | extra_classes).sort
     series_of = ->(jr) { jr.series.to_h { |metric, by_minute| [metric, by_minute.to_h] } }
+    # The raw per-minute hashes of both key families (7.x `j|%Y%m%d|%-H:%-M`, 8.x
+    # `j|%y%m%d|%-H:%M`), whichever exist: a mixed 7.x/8.x cluster writes both for one minute.
     raw_minutes = []
     Sidekiq.redis do |c|
       minutes.times do |i|
         t = now - 60 * i
-        key = "j|#{t.strftime("%Y%m%d")}|#{t.hour}:#{t.min}"
-        fields = c.hgetall(key)
-        next if fields.empty?
-        raw_minutes << {"key" => key, "minute" => t.strftime("%Y-%m-%dT%H:%M:00Z"), "ttl" => c.ttl(key), "fields" => fields}
+        {"7" => "j|#{t.strftime("%Y%m%d")}|#{t.hour}:#{t.min}",
+         "8" => t.strftime("j|%y%m%d|%-H:%M")}.each do |family, key|
+          fields = c.hgetall(key)
+          next if fields.empty?
+          raw_minutes << {"family" => family, "key" => key, "minute" => t.strftime("%Y-%m-%dT%H:%M:00Z"),
+                          "ttl" => c.ttl(key), "fields" => fields}
+        end
       end
     end
     {
       "available" => true,
       "minutes" => minutes,
       "query_now" => now.iso8601(6),
-      "buckets" => top.buckets, # "HH:MM", oldest first; the last one is the current, partial minute
+      # 7.x: "HH:MM" labels, oldest first, the last one the current, partial minute.
+      "buckets" => (top.buckets if top.respond_to?(:buckets)),
+      "starts_at" => (top.starts_at&.iso8601 if top.respond_to?(:starts_at)),
       "top_jobs" => top.job_results.to_h { |k, jr| [k, {"totals" => jr.totals.to_h, "series" => series_of.call(jr)}] },
       "for_job" => classes.to_h do |k|
         [k, guard do
@@ -181,8 +196,8 @@ else
           {
             "totals" => jr.totals.to_h,
             "series" => series_of.call(jr),
-            # Query reverses each histogram for display (7.0.9+); "hist" is storage order,
-            # index 0 = fastest bucket (< 20 ms), 25 = slowest.
+            # Query reverses each histogram for display (7.0.9+, 8.x); "hist" is storage
+            # order, index 0 = fastest bucket (< 20 ms), 25 = slowest.
             "hist" => jr.hist.to_h { |minute, counts| [minute, counts.reverse] },
             "hist_query_order" => jr.hist.to_h
           }

@@ -1,11 +1,14 @@
 """What the subprocess helpers (redis-server, Sentinel, Sidekiq, the exporter) share.
 
 Every wait here is bounded: a process that ignores SIGTERM gets SIGKILL, and a killed process
-is reaped within `KILL_WAIT_SECONDS`.
+is reaped within `KILL_WAIT_SECONDS`. Servers and Sidekiq processes start in a session (and
+process group) of their own, so `kill_process_group` can end anything they left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -33,6 +36,13 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float) -> int | 
         except subprocess.TimeoutExpired:
             kill_process(proc)
     return proc.returncode
+
+
+def kill_process_group(pgid: int | None) -> None:
+    """SIGKILL what is left of process group `pgid` (started with ``start_new_session``)."""
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def log_file_tail(path: Path, lines: int) -> str:

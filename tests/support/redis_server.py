@@ -1,4 +1,8 @@
-"""A real, throw-away ``redis-server`` for tests, plus a minimal RESP2 client (stdlib only)."""
+"""A real, throw-away Redis (or Valkey) server for tests, plus a minimal RESP2 client (stdlib only).
+
+Three servers are available (`SERVERS`): Debian 12's redis-server 7.0, and redis-server 8 and
+valkey-server 9 from the Debian sid root (tests/support/sid_root.py).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,18 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from .processes import StartCleanupContext, kill_process, log_file_tail, stop_process
+from . import sid_root
+from .processes import (
+    StartCleanupContext,
+    kill_process,
+    kill_process_group,
+    log_file_tail,
+    stop_process,
+)
 
 SETUP_HINT = "run `sudo scripts/setup-test-services.sh` (it installs redis-server, ruby, Sidekiq)"
 
@@ -34,6 +46,35 @@ def redis_server_binary() -> str:
     if path is None:
         raise RedisNotInstalledError(f"redis-server is not installed; {SETUP_HINT}")
     return path
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """One Redis-compatible server program the tests can start."""
+
+    name: str  # "redis-7.0", "redis-8", "valkey-9"
+    program: str  # redis-server or valkey-server (same command line options)
+    in_sid_root: bool  # runs from the Debian sid root (else from this Debian 12)
+
+    def command(self) -> list[str]:
+        """The argv prefix that starts this server; raises with an install hint if missing."""
+        if not self.in_sid_root:
+            return [redis_server_binary()]
+        if not sid_root.built():
+            raise RedisNotInstalledError(f"{self.name} is not installed; {sid_root.SETUP_HINT}")
+        return sid_root.command(self.program)
+
+    @property
+    def available(self) -> bool:
+        if self.in_sid_root:
+            return sid_root.built()
+        return shutil.which(self.program) is not None
+
+
+REDIS_7_0 = ServerKind("redis-7.0", "redis-server", in_sid_root=False)  # Debian 12
+REDIS_8 = ServerKind("redis-8", "redis-server", in_sid_root=True)  # Debian sid
+VALKEY_9 = ServerKind("valkey-9", "valkey-server", in_sid_root=True)  # Debian sid
+SERVERS: dict[str, ServerKind] = {k.name: k for k in (REDIS_7_0, REDIS_8, VALKEY_9)}
 
 
 def free_port() -> int:
@@ -145,6 +186,8 @@ def hgetall_dict(reply: RespValue) -> dict[str, Any]:
 class RedisServer(StartCleanupContext):
     """A real ``redis-server`` on 127.0.0.1 with no persistence, in its own temp dir.
 
+    ``kind`` picks the server program (`SERVERS`; Debian 12's redis-server by default); the
+    ones in the sid root see the same temp dir at the same path.
     ``RedisServer(*extra_args)`` appends ``extra_args`` to the command line, e.g.
     ``"--requirepass", "pw"`` (then also pass ``password="pw"`` so :attr:`url` and the
     helpers authenticate), ACL or TLS options. ``unix_socket=path`` adds ``--unixsocket`` and
@@ -159,8 +202,10 @@ class RedisServer(StartCleanupContext):
         password: str | None = None,
         unix_socket: str | None = None,
         startup_timeout: float = 10.0,
+        kind: ServerKind = REDIS_7_0,
     ) -> None:
-        self.binary = redis_server_binary()
+        self.kind = kind
+        self.server_command = kind.command()
         self.extra_args = list(extra_args)
         self.password = password
         self.unix_socket = unix_socket
@@ -218,7 +263,7 @@ class RedisServer(StartCleanupContext):
         with contextlib.suppress(FileNotFoundError):
             self.log_path.unlink()
         cmd = [
-            self.binary,
+            *self.server_command,
             "--port", str(self.port),
             "--bind", self.host,
             "--save", "",
@@ -231,7 +276,11 @@ class RedisServer(StartCleanupContext):
             *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def _wait_ready(self) -> None:
@@ -267,11 +316,13 @@ class RedisServer(StartCleanupContext):
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM; the server does not save)."""
         stop_process(self.proc, timeout)
+        kill_process_group(self.pid)
         self.proc = None
 
     def kill(self) -> None:
         """SIGKILL: simulate a crash (no shutdown, data lost)."""
         kill_process(self.proc)
+        kill_process_group(self.pid)
         self.proc = None
 
     def restart(self) -> Self:
@@ -317,8 +368,17 @@ class RedisServer(StartCleanupContext):
         with self.connect(db) as c:
             return c.execute(*args)
 
+    def version(self) -> str:
+        """The server's version from ``INFO server`` (``valkey_version`` for Valkey)."""
+        info = str(self.execute("INFO", "server"))
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        return fields.get("valkey_version") or fields["redis_version"]
+
     def __repr__(self) -> str:
-        return f"RedisServer(port={self.port}, pid={self.pid}, dir={os.fspath(self.dir)!r})"
+        return (
+            f"RedisServer({self.kind.name}, port={self.port}, pid={self.pid}, "
+            f"dir={os.fspath(self.dir)!r})"
+        )
 
 
 class _PortInUseError(Exception):

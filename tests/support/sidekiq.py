@@ -1,6 +1,9 @@
-"""Run real Sidekiq (6.4.1 from Debian 12, 7.3.2 from .cache/) against a test Redis.
+"""Run real Sidekiq (6.4.1 from Debian 12, 7.3.2 from .cache/, 8.1 from sid) against a test Redis.
 
-The version is selected only by ``ruby -I`` load paths; see scripts/setup-test-services.sh.
+6.4.1 and 7.3.2 run on this system's Ruby 3.1, selected only by ``ruby -I`` load paths; 8.1
+(Ruby 3.3) runs in the Debian sid root (tests/support/sid_root.py), where it is the only
+Sidekiq. See scripts/setup-test-services.sh. `VERSIONS` is keyed "6.4.1", "7.3.2" and "8.1"
+(whatever 8.1.x sid has: `SidekiqVersion.version` is the exact one).
 """
 
 from __future__ import annotations
@@ -19,13 +22,21 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from .processes import StartCleanupContext, kill_process, log_file_tail, stop_process
+from . import sid_root
+from .processes import (
+    StartCleanupContext,
+    kill_process,
+    kill_process_group,
+    log_file_tail,
+    stop_process,
+)
 from .redis_server import SETUP_HINT, RespConnection, hgetall_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = REPO_ROOT / "tests" / "sidekiq_app"
 _DEBIAN_GEMS = Path("/usr/share/rubygems-integration/all/gems")
 _CACHE_GEMS = REPO_ROOT / ".cache" / "sidekiq-7.3.2" / "usr/share/rubygems-integration/all/gems"
+_SID_GEMS = Path("/usr/share/rubygems-integration/all/gems")  # inside the sid root
 
 
 @dataclass(frozen=True)
@@ -39,9 +50,14 @@ class SidekiqVersion:
     beat_seconds: int  # heartbeat period
     has_metrics: bool  # j|... per-minute execution metrics
     has_cron: bool  # sidekiq-cron 1.8.0 (Debian 12) usable
+    millisecond_timestamps: bool = False  # 8.0+: created_at, enqueued_at… are integer ms
+    concurrency_field: bool = False  # 8.1.2+: `concurrency` is a process-hash field
+    in_sid_root: bool = False  # runs in the Debian sid root; paths above are inside it
 
     @property
     def available(self) -> bool:
+        if self.in_sid_root:
+            return sid_root.built() and sid_root.host_path(self.executable).is_file()
         return (
             shutil.which("ruby") is not None
             and self.executable.is_file()
@@ -49,9 +65,18 @@ class SidekiqVersion:
         )
 
     @property
+    def ruby(self) -> list[str]:
+        """The Ruby to run this version with: this system's, or the sid root's Ruby 3.3."""
+        return sid_root.command("ruby") if self.in_sid_root else ["ruby"]
+
+    @property
     def ruby_args(self) -> list[str]:
         """``["-I", dir, ...]`` selecting this version."""
         return [arg for d in self.lib_dirs for arg in ("-I", str(d))]
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
 
 
 SIDEKIQ_6_4_1 = SidekiqVersion(
@@ -77,7 +102,34 @@ SIDEKIQ_7_3_2 = SidekiqVersion(
     has_metrics=True,
     has_cron=False,
 )
-VERSIONS: dict[str, SidekiqVersion] = {v.version: v for v in (SIDEKIQ_6_4_1, SIDEKIQ_7_3_2)}
+
+
+def _sid_sidekiq() -> SidekiqVersion:
+    """The Sidekiq 8.1.x of the sid root ("8.1" until the root is built)."""
+    gems = sorted(sid_root.host_path(_SID_GEMS).glob("sidekiq-8.1.*"))
+    version = gems[-1].name.removeprefix("sidekiq-") if gems else "8.1"
+    patch = int(version.split(".")[2]) if version.count(".") == 2 else 0
+    return SidekiqVersion(
+        version=version,
+        # The only Sidekiq in the root: RubyGems activates it and redis-client, connection_pool.
+        lib_dirs=(),
+        executable=_SID_GEMS / f"sidekiq-{version}" / "bin" / "sidekiq",
+        work_key_suffix=":work",
+        beat_seconds=10,
+        has_metrics=True,
+        has_cron=False,  # sid's sidekiq-cron is 1.8.0, which app.rb runs with Sidekiq 6 only
+        millisecond_timestamps=True,
+        concurrency_field=patch >= 2,
+        in_sid_root=True,
+    )
+
+
+SIDEKIQ_8_1 = _sid_sidekiq()
+VERSIONS: dict[str, SidekiqVersion] = {
+    "6.4.1": SIDEKIQ_6_4_1,
+    "7.3.2": SIDEKIQ_7_3_2,
+    "8.1": SIDEKIQ_8_1,
+}
 
 
 def available_versions() -> list[str]:
@@ -89,7 +141,8 @@ def get_version(version: str | SidekiqVersion) -> SidekiqVersion:
     """Look up a version and fail with an install hint if its files are missing."""
     v = version if isinstance(version, SidekiqVersion) else VERSIONS[version]
     if not v.available:
-        raise RuntimeError(f"Sidekiq {v.version} is not installed; {SETUP_HINT}")
+        hint = sid_root.SETUP_HINT if v.in_sid_root else SETUP_HINT
+        raise RuntimeError(f"Sidekiq {v.version} is not installed; {hint}")
     return v
 
 
@@ -101,13 +154,13 @@ def ruby_cmd(
     path = Path(script)
     if not path.is_absolute() and not path.exists():
         path = APP_DIR / (path.name if path.suffix == ".rb" else f"{path.name}.rb")
-    return ["ruby", *v.ruby_args, str(path), *args]
+    return [*v.ruby, *v.ruby_args, str(path), *args]
 
 
 def sidekiq_cmd(version: str | SidekiqVersion, *args: str) -> list[str]:
     """``ruby -I... <bin/sidekiq> -r tests/sidekiq_app/app.rb args...``."""
     v = get_version(version)
-    return ["ruby", *v.ruby_args, str(v.executable), "-r", str(APP_DIR / "app.rb"), *args]
+    return [*v.ruby, *v.ruby_args, str(v.executable), "-r", str(APP_DIR / "app.rb"), *args]
 
 
 def ruby_env(redis_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -165,7 +218,8 @@ def enqueue(
     ``enqueue("7.3.2", url, fast=1)``; with ``defaults=True`` the script's full default
     workload is pushed and ``counts`` override parts of it. Keys: fast, medium, critical,
     within_5_seconds, billing, billing_slow, orphan, scheduled, overdue, failing, dead,
-    wrapped, slow, slow_seconds, slow_queue, scheduled_in, overdue_seconds, wrapped_seconds.
+    wrapped, slow, slow_seconds, slow_queue, scheduled_in, overdue_seconds, overdue_queue,
+    wrapped_seconds.
     """
     args = [f"{k}={v}" for k, v in counts.items()]
     if not defaults:
@@ -300,6 +354,7 @@ class SidekiqProcess(StartCleanupContext):
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, killed whole at cleanup
             )
         try:
             self.identity = wait_for(
@@ -376,6 +431,8 @@ class SidekiqProcess(StartCleanupContext):
 
     def cleanup(self) -> None:
         self.stop()
+        if self.proc is not None:
+            kill_process_group(self.proc.pid)
         shutil.rmtree(self._logdir, ignore_errors=True)
 
     def _cleanup_after_failed_start(self) -> None:
