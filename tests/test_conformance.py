@@ -1,7 +1,8 @@
-"""Conformance: the exporter's /metrics equal what Sidekiq's own Ruby API says (issue 3).
+"""Conformance: the exporter's /metrics equal what Sidekiq's own Ruby API says.
 
-For each of Sidekiq 6.4.1 and 7.3.2, `tests/support/conformance.py` runs one scenario (real
-redis-server, two real Sidekiq processes doing real jobs, then quiet), reads Sidekiq's API
+For each of Sidekiq 6.4.1, 7.3.2 and 8.1.x on Redis 7.0, and for the newest (8.1.x) also on
+Redis 8 and Valkey 9 (`RUNS`), `tests/support/conformance.py` runs one scenario (a real
+server, two real Sidekiq processes doing real jobs, then quiet), reads Sidekiq's API
 (`tests/sidekiq_app/truth.rb`) before and after one scrape of the real exporter daemon, which
 runs as a read-only Redis ACL user. Every check here requires the exporter's value to lie
 between the two truths; ages may be off by one poll interval plus a second.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,18 +32,28 @@ from tests.support.conformance import (
     EXPORTER_USER,
     ORPHAN_QUEUE,
     SERVED_QUEUES,
+    TARGET,
     ConformanceRun,
+    assert_between,
+    assert_job_class_metrics,
+    process_labels,
+    processes_of,
+    query_totals,
+    queues_of,
     run_scenario,
+    running_by_class,
+    truth_time,
+    work_of,
 )
 from tests.support.exporter_process import MetricNotFoundError, Scrape, labels_of
 from tests.support.families import ALL_FAMILIES, JOB_CLASS_FAMILIES
-from tests.support.redis_server import encode_command
+from tests.support.redis_server import REDIS_7_0, SERVERS, encode_command
 from tests.support.resp_proxy import RespCommandParser, command_name
 from tests.support.sidekiq import VERSIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.conformance]
 
-T = {"target": "default"}
+T = TARGET
 
 # Every family of issue 2 that this scenario must produce (sample names as exposed): all of them
 # but the per-class job families (Sidekiq 7 only, checked on their own below), the queue SLA
@@ -59,38 +70,21 @@ FAMILIES = (
 )
 
 
-@pytest.fixture(scope="module", params=sorted(VERSIONS))
+# Every Sidekiq on Debian 12's Redis 7.0; the newest also on every other server (the matrix).
+NEWEST = "8.1"
+RUNS = [(version, REDIS_7_0.name) for version in VERSIONS] + [
+    (NEWEST, server) for server in SERVERS if server != REDIS_7_0.name
+]
+
+
+@pytest.fixture(scope="module", params=RUNS, ids=[f"{v}-{s}" for v, s in RUNS])
 def run(request: pytest.FixtureRequest) -> ConformanceRun:
-    """One scenario per Sidekiq version, shared by every check of this module."""
-    return run_scenario(str(request.param))
+    """One scenario per (Sidekiq version, server), shared by every check of this module."""
+    version, server = request.param
+    return run_scenario(version, server)
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def assert_between(actual: float, before: float, after: float, what: str, tol: float = 0.0) -> None:
-    """`actual` within [min, max] of the two truths, widened by `tol`."""
-    low, high = min(before, after) - tol, max(before, after) + tol
-    assert low - 1e-9 <= actual <= high + 1e-9, (
-        f"{what}: exporter says {actual}, Sidekiq's API said {before} then {after} (± {tol})"
-    )
-
-
-def truth_time(truth: dict[str, Any], edge: str) -> float:
-    """Redis TIME at the start ("before") or end ("after") of a truth read."""
-    return float(truth[f"redis_time_{edge}"])
-
-
-def queues_of(truth: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {q["name"]: q for q in truth["queues"]}
-
-
-def processes_of(truth: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {p["identity"]: p for p in truth["processes"]}
-
-
-def work_of(truth: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(truth["work"])
 
 
 def capacity_of(truth: dict[str, Any]) -> tuple[Counter[str], Counter[str]]:
@@ -104,15 +98,6 @@ def capacity_of(truth: dict[str, Any]) -> tuple[Counter[str], Counter[str]]:
     return threads, listeners
 
 
-def process_labels(process: dict[str, Any]) -> dict[str, str]:
-    return {
-        **T,
-        "identity": process["identity"],
-        "hostname": process["hostname"],
-        "tag": process["tag"] or "",
-    }
-
-
 def overdue_scores(truth: dict[str, Any], set_name: str, at: float) -> list[float]:
     entries = truth[set_name]["entries"]
     assert len(entries) == truth[set_name]["size"], "truth.rb lists at most 200 entries"
@@ -124,6 +109,10 @@ def overdue_scores(truth: dict[str, Any], set_name: str, at: float) -> list[floa
 
 def test_scenario_exercised_every_case(run: ConformanceRun) -> None:
     before, after = run.truth_before, run.truth_after
+    print(
+        f"Sidekiq {before['sidekiq_version']} (Ruby {before['ruby_version']}, "
+        f"{before['client_library']}) on {run.server.name} {run.redis_version}"
+    )
     assert before["sidekiq_version"] == run.version.version
     assert sorted(p["tag"] for p in before["processes"]) == sorted(run.specs)
     assert all(p["stopping"] for p in before["processes"]), "both processes are quiet"
@@ -133,7 +122,11 @@ def test_scenario_exercised_every_case(run: ConformanceRun) -> None:
         ("default", "WrappedMailerJob"),  # pushed as JobWrapper with "wrapped"
         ("billing_within_5_minutes", "Billing::InvoiceJob"),
     }
-    wrapper = "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper"
+    wrapper = (
+        "Sidekiq::ActiveJob::Wrapper"  # renamed in 8.0
+        if run.version.major >= 8
+        else "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper"
+    )
     assert any(w["raw_class"] == wrapper for w in work_of(before))
     sizes = {name: q["size"] for name, q in queues_of(before).items()}
     assert sizes == {
@@ -219,6 +212,24 @@ def test_queue_size_latency_paused(run: ConformanceRun) -> None:
     assert s.value("sidekiq_queue_latency_seconds", **T, queue="default") == 0.0
 
 
+def test_payload_timestamp_units(run: ConformanceRun) -> None:
+    """8.0+ writes payload timestamps as integer milliseconds, earlier versions float seconds.
+
+    The latencies and ages compared above are equal either way; this checks that the run
+    really had the unit it claims (§2.3), and that `run_at` stayed integer seconds (§5.6).
+    """
+    unit = int if run.version.millisecond_timestamps else float
+    waiting = [q for q in queues_of(run.truth_before).values() if q["size"]]
+    assert waiting
+    running = work_of(run.truth_before)
+    for stamp in [q["oldest_enqueued_at"] for q in waiting] + [w["enqueued_at"] for w in running]:
+        assert isinstance(stamp, unit), stamp
+        # Milliseconds are ~1.7e12 today, seconds ~1.7e9.
+        assert (stamp > 1e11) is run.version.millisecond_timestamps, stamp
+    assert all(isinstance(w["created_at"], unit) for w in running)
+    assert all(isinstance(w["run_at"], int) and w["run_at"] < 1e11 for w in running)
+
+
 # --- processes --------------------------------------------------------------------------------
 
 
@@ -290,6 +301,12 @@ def test_per_process_series(run: ConformanceRun) -> None:
         assert s.value("sidekiq_process_concurrency", **labels) == p1["concurrency"]
         spec = run.specs[p1["tag"]]
         assert p1["concurrency"] == spec.concurrency
+        # 8.1.2+ keeps it in a process-hash field, earlier versions in `info` (§5.2, §5.3).
+        stored = (p1["concurrency_field"], p1["info_concurrency"])
+        if run.version.concurrency_field:
+            assert stored == (str(spec.concurrency), None)
+        else:
+            assert stored == (None, spec.concurrency)
         assert s.value("sidekiq_process_quiet", **labels) == 1
         assert p1["quiet"] == p2["quiet"] == "true"
         assert s.value("sidekiq_process_start_time_seconds", **labels) == pytest.approx(
@@ -307,21 +324,10 @@ def test_per_process_series(run: ConformanceRun) -> None:
 # --- running work -----------------------------------------------------------------------------
 
 
-def _running(work: list[dict[str, Any]]) -> tuple[Counter[tuple[str, str]], dict[Any, int]]:
-    count: Counter[tuple[str, str]] = Counter()
-    oldest: dict[Any, int] = {}
-    for w in work:
-        # display_class: Sidekiq's own unwrapping (`wrapped` for ActiveJob's JobWrapper).
-        for key in ((w["queue"], w["display_class"]), w["queue"]):
-            oldest[key] = min(oldest.get(key, w["run_at"]), w["run_at"])
-        count[(w["queue"], w["display_class"])] += 1
-    return count, oldest
-
-
 def test_running_jobs_by_queue_and_class(run: ConformanceRun) -> None:
     s, before, after = run.scrape, run.truth_before, run.truth_after
-    count_before, oldest_before = _running(work_of(before))
-    count_after, oldest_after = _running(work_of(after))
+    count_before, oldest_before = running_by_class(work_of(before))
+    count_after, oldest_after = running_by_class(work_of(after))
     assert count_before == count_after
     exported = {
         (dict(ls)["queue"], dict(ls)["class"]): v
@@ -343,8 +349,8 @@ def test_running_jobs_by_queue_and_class(run: ConformanceRun) -> None:
 def test_queue_busy_oldest_running_and_capacity(run: ConformanceRun) -> None:
     s, before, after = run.scrape, run.truth_before, run.truth_after
     busy = Counter(w["queue"] for w in work_of(before))
-    _, oldest_before = _running(work_of(before))
-    _, oldest_after = _running(work_of(after))
+    _, oldest_before = running_by_class(work_of(before))
+    _, oldest_after = running_by_class(work_of(after))
     threads, listeners = capacity_of(before)
     assert capacity_of(after) == (threads, listeners)
     queues = set(s.by_label("sidekiq_queue_busy_workers", "queue"))
@@ -409,35 +415,9 @@ def test_job_class_metrics_match_metrics_query(run: ConformanceRun) -> None:
     metrics = run.truth_before["metrics"]
     assert metrics["available"], metrics
     assert run.truth_after["metrics"]["top_jobs"] == metrics["top_jobs"]  # flushed, still
-    top = metrics["top_jobs"]
-    assert set(s.by_label("sidekiq_job_executions_total", "class", **T)) == set(top)
-    assert {"FastJob", "MediumJob", "Billing::InvoiceJob", "FailingJob", "DeadJob"} <= set(top)
-    for klass, result in top.items():
-        totals = result["totals"]
-        labels = {**T, "class": klass}
-        executions, failures = totals.get("p", 0), totals.get("f", 0)
-        assert s.value("sidekiq_job_executions_total", **labels) == executions, klass
-        assert s.value("sidekiq_job_failures_total", **labels) == failures, klass
-        assert s.value("sidekiq_job_duration_seconds_count", **labels) == executions - failures
-        assert s.value("sidekiq_job_duration_seconds_sum", **labels) == pytest.approx(
-            totals.get("ms", 0) / 1000
-        )
-        # Query's histograms (storage order, fastest first), summed over the minutes.
-        hist = [sum(col) for col in zip(*metrics["for_job"][klass]["hist"].values(), strict=True)]
-        buckets = sorted(
-            (float(dict(ls)["le"]), v)
-            for ls, v in s.series("sidekiq_job_duration_seconds_bucket", **labels).items()
-        )
-        cumulative = [v for _, v in buckets]
-        assert cumulative[:-1] == list(_cumsum(hist[:-1])), klass
-        assert cumulative[-1] == executions - failures
-
-
-def _cumsum(values: list[int]) -> Iterator[float]:
-    total = 0
-    for value in values:
-        total += value
-        yield float(total)
+    expected = query_totals(metrics)
+    assert {"FastJob", "MediumJob", "Billing::InvoiceJob", "FailingJob", "DeadJob"} <= set(expected)
+    assert_job_class_metrics(s, expected)
 
 
 # --- read-only, families, lifecycle -----------------------------------------------------------

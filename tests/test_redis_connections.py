@@ -48,7 +48,7 @@ from exporter.settings import ConfigError, TargetSettings, build_target, load_se
 from tests.support.exporter_process import ExporterProcess, Scrape
 from tests.support.families import ALL_FAMILIES, JOB_CLASS_FAMILIES
 from tests.support.layouts import V6_4_1, V7, V8_0, V8_1_2, SidekiqWriter
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import SERVERS, RedisServer, free_port
 from tests.support.resp_proxy import RecordingProxy
 from tests.support.sentinel import MASTER_NAME, SentinelServer
 from tests.support.tls import SERVER_NAME, Pki, make_pki, redis_tls_args
@@ -671,10 +671,31 @@ def write_sidekiq(client: redis.Redis, version: str, namespace: str, now: float)
         )
 
 
+def test_documented_acl_line_is_the_tested_one() -> None:
+    """docs/security.md shows exactly `EXPORTER_ACL`, the rule the tests below grant."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    block = doc.split("### A read-only ACL user", 1)[1].split("```", 2)[1]
+    words = block.replace("\\\n", " ").split()
+    assert words[:5] == ["ACL", "SETUSER", EXPORTER_USER, "on", ">CHANGE_ME"]
+    assert tuple(words[5:]) == EXPORTER_ACL
+
+
+@pytest.mark.parametrize("kind", sorted(SERVERS))
 def test_trimmed_acl_line_is_enough_and_all_of_it_is_used(
+    kind: str, tmp_path: Path, password: str, password_file: str
+) -> None:
+    """Sidekiq 6.4 (namespaced), 7, 8.0 and 8.1.2 shapes, each in its own database.
+
+    On each server of the matrix: Redis 7.0, Redis 8 and Valkey 9 (their ACL categories
+    differ; the rule names commands only, so the same line holds on all three).
+    """
+    with RedisServer(kind=SERVERS[kind]) as redis_server:
+        _check_trimmed_acl_line(redis_server, tmp_path, password, password_file)
+
+
+def _check_trimmed_acl_line(
     redis_server: RedisServer, tmp_path: Path, password: str, password_file: str
 ) -> None:
-    """Sidekiq 6.4 (namespaced), 7, 8.0 and 8.1.2 shapes, each in its own database."""
     add_exporter_user(redis_server, password)
     now = float(redis_server.execute("TIME")[0])
     generations = {"v6": (V6_4_1, "sidekiq", 1), "v7": (V7, "", 2)}

@@ -1,10 +1,11 @@
 """The conformance scenario: real Sidekiq processes, the real exporter, Sidekiq's own API.
 
-`run_scenario(version)` builds one frozen picture of a small Sidekiq cluster and returns
-everything the checks in tests/test_conformance.py compare:
+`run_scenario(version, server)` builds one frozen picture of a small Sidekiq cluster and
+returns everything the checks in tests/test_conformance.py compare:
 
-1. redis-server with a read-only ACL user for the exporter (`EXPORTER_ACL`, the
-   `shared/sidekiq-redis-layout.md` §11 line), checked to deny and log a write first;
+1. a Redis (`server`: Debian 12's redis-server 7.0, or Redis 8 or Valkey 9 from the sid root)
+   with a read-only ACL user for the exporter (`EXPORTER_ACL_COMMANDS`, the
+   docs/redis-layout.md §11 line), checked to deny and log a write first;
 2. the exporter daemon, as that user, through a proxy that records every command it sends;
 3. two Sidekiq processes (different tags, concurrencies and queue lists; on 6.4.1 one also
    runs sidekiq-cron), the workload of tests/sidekiq_app/enqueue.rb with long jobs that keep
@@ -19,15 +20,19 @@ Every wait is bounded; every process is reaped on the way out, also after a fail
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections import Counter
+from collections.abc import Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from .exporter_process import ExporterProcess, Scrape
-from .redis_server import RedisServer, RespConnection, RespError
+from .redis_server import REDIS_7_0, SERVERS, RedisServer, RespConnection, RespError, ServerKind
 from .resp_proxy import RecordingProxy
 from .sidekiq import (
     SidekiqProcess,
@@ -43,7 +48,7 @@ from .sidekiq import (
 POLL_INTERVAL_SECONDS = 1.0
 EXPORTER_USER = "sidekiq_exporter"
 
-# The read commands of shared/sidekiq-redis-layout.md §11, verbatim. `%R~*` (Redis 7.0+) lets
+# The read commands of docs/redis-layout.md §11, verbatim. `%R~*` (Redis 7.0+) lets
 # the user read every key and write none; `-@all` then grants only these commands.
 EXPORTER_ACL_COMMANDS: tuple[str, ...] = (
     "+ping", "+time", "+info", "+select", "+client|setname",
@@ -89,7 +94,8 @@ class ConformanceRun:
     """Everything one scenario observed; checks read it, nothing here changes afterwards."""
 
     version: SidekiqVersion
-    redis_version: str
+    server: ServerKind
+    redis_version: str  # the server's own version (`valkey_version` for Valkey)
     acl_rule: tuple[str, ...]  # the ACL SETUSER line used (password masked)
     acl_selfcheck: tuple[dict[str, Any], ...]  # ACL LOG entries of the deliberate denied writes
     identities: dict[str, str]  # tag -> identity
@@ -118,12 +124,12 @@ class ConformanceRun:
         return POLL_INTERVAL_SECONDS + 1.0
 
 
-def _redis_time(server: RedisServer) -> float:
+def redis_time(server: RedisServer) -> float:
     seconds, micros = server.execute("TIME")
     return int(seconds) + int(micros) / 1_000_000
 
 
-def _acl_log(server: RedisServer) -> list[Any]:
+def acl_log(server: RedisServer) -> list[Any]:
     return list(server.execute("ACL", "LOG") or [])
 
 
@@ -132,7 +138,7 @@ def _flat_dict(entry: Any) -> dict[str, Any]:
     return dict(zip(items[0::2], items[1::2], strict=True))
 
 
-def _check_acl_denies_writes(server: RedisServer, password: str) -> list[dict[str, Any]]:
+def check_acl_denies_writes(server: RedisServer, password: str) -> list[dict[str, Any]]:
     """The ACL really bites: the exporter user's writes fail with NOPERM and are logged."""
     server.execute("ACL", "LOG", "RESET")
     with RespConnection(server.host, server.port, username=EXPORTER_USER, password=password) as c:
@@ -149,39 +155,83 @@ def _check_acl_denies_writes(server: RedisServer, password: str) -> list[dict[st
                 error = str(exc)
             if error is None or not error.startswith("NOPERM"):
                 raise AssertionError(f"ACL allowed {command[0]} for {EXPORTER_USER}: {error}")
-    entries = [_flat_dict(e) for e in _acl_log(server)]
+    entries = [_flat_dict(e) for e in acl_log(server)]
     assert {(e["username"], e["object"]) for e in entries} == {
         (EXPORTER_USER, "set"),
         (EXPORTER_USER, "srem"),
     }, entries
     server.execute("ACL", "LOG", "RESET")
-    assert _acl_log(server) == []
+    assert acl_log(server) == []
     return entries
+
+
+@dataclass(frozen=True)
+class ReadOnlyExporter:
+    """The exporter daemon, as the read-only ACL user, behind a proxy recording its commands."""
+
+    exporter: ExporterProcess
+    proxy: RecordingProxy
+    acl_rule: tuple[str, ...]  # the ACL SETUSER line used (password masked)
+    acl_selfcheck: tuple[dict[str, Any], ...]  # ACL LOG entries of the deliberate denied writes
+
+
+def start_read_only_exporter(stack: ExitStack, server: RedisServer) -> ReadOnlyExporter:
+    """Add the exporter's ACL user (checked to bite), then start the daemon as that user."""
+    password = secrets.token_hex(16)
+    rule = exporter_acl_rule(int(server.version().split(".")[0]), password)
+    server.execute(*rule)
+    selfcheck = check_acl_denies_writes(server, password)
+    proxy = stack.enter_context(RecordingProxy(server.port))
+    exporter = ExporterProcess(
+        f"redis://{EXPORTER_USER}:{password}@127.0.0.1:{proxy.port}/0",
+        poll_interval=f"{POLL_INTERVAL_SECONDS:g}s",
+    )
+    stack.enter_context(exporter)
+    masked = tuple("><password>" if arg.startswith(">") else arg for arg in rule)
+    return ReadOnlyExporter(exporter, proxy, masked, tuple(selfcheck))
+
+
+def quiet(server: RedisServer, processes: Iterable[SidekiqProcess]) -> float:
+    """TSTP each process; returns Redis TIME just before, once no fetch can take a job."""
+    quiet_at = redis_time(server)
+    for process in processes:
+        process.quiet()
+    # A fetch already blocked in BRPOP (2 s timeout, fetch.rb) could still take a job: jobs
+    # meant to wait are pushed only after that.
+    time.sleep(2.5)
+    return quiet_at
+
+
+def wait_for_quiet_beat(processes: Iterable[SidekiqProcess], quiet_at: float) -> None:
+    """Wait until every process has written a heartbeat showing it quiet."""
+    processes = list(processes)
+
+    def quiet_beat() -> bool:
+        for process in processes:
+            fields = process.process_hash()
+            if fields.get("quiet") != "true" or float(fields.get("beat", 0)) < quiet_at + 2.5:
+                return False
+        return True
+
+    beat = max(p.version.beat_seconds for p in processes)
+    wait_for(quiet_beat, beat + 8, 0.1, "no heartbeat after quiet")
 
 
 def _served_queues_drained(server: RedisServer) -> bool:
     return all(server.execute("LLEN", f"queue:{q}") == 0 for q in SERVED_QUEUES)
 
 
-def run_scenario(version_name: str) -> ConformanceRun:
-    """Run the whole scenario for one Sidekiq version (see the module docstring)."""
+def run_scenario(version_name: str, server_name: str = REDIS_7_0.name) -> ConformanceRun:
+    """Run the whole scenario for one Sidekiq version on one server (see the module docstring)."""
     started = time.monotonic()
     version = get_version(version_name)
-    password = secrets.token_hex(16)
+    kind = SERVERS[server_name]
     with ExitStack() as stack:
-        server = stack.enter_context(RedisServer())
-        redis_version = str(server.execute("INFO", "server")).split("redis_version:")[1].split()[0]
-        rule = exporter_acl_rule(int(redis_version.split(".")[0]), password)
-        server.execute(*rule)
-        selfcheck = _check_acl_denies_writes(server, password)
-
-        proxy = stack.enter_context(RecordingProxy(server.port))
-        exporter = ExporterProcess(
-            f"redis://{EXPORTER_USER}:{password}@127.0.0.1:{proxy.port}/0",
-            poll_interval=f"{POLL_INTERVAL_SECONDS:g}s",
-        )
+        server = stack.enter_context(RedisServer(kind=kind))
+        redis_version = server.version()
         # Started before any job runs, so its per-class counters see every metrics flush.
-        stack.enter_context(exporter)
+        watcher = start_read_only_exporter(stack, server)
+        exporter, proxy = watcher.exporter, watcher.proxy
 
         cron_on = version.has_cron
         if cron_on:
@@ -233,22 +283,9 @@ def run_scenario(version_name: str) -> ConformanceRun:
             cron = dict(zip(raw[0::2], raw[1::2], strict=True))
 
         # Quiet both: no new fetches, the schedulers (and cron poller) stop, long jobs go on.
-        quiet_at = _redis_time(server)
-        for process in processes.values():
-            process.quiet()
-        # A fetch already blocked in BRPOP (2 s timeout, fetch.rb) could still take a job:
-        # push the jobs meant to wait only after that.
-        time.sleep(2.5)
+        quiet_at = quiet(server, processes.values())
         late = enqueue(version, server.url, critical=3, within_5_seconds=2, overdue=1)
-
-        def quiet_beat() -> bool:
-            for process in processes.values():
-                fields = process.process_hash()
-                if fields.get("quiet") != "true" or float(fields.get("beat", 0)) < quiet_at + 2.5:
-                    return False
-            return True
-
-        wait_for(quiet_beat, version.beat_seconds + 8, 0.1, "no heartbeat after quiet")
+        wait_for_quiet_beat(processes.values(), quiet_at)
 
         # A member of `processes` whose hash is gone, as a crashed process leaves it (§5.5).
         stale = "crashed-host:4242:0123456789ab"
@@ -264,15 +301,15 @@ def run_scenario(version_name: str) -> ConformanceRun:
 
         stop_seconds = exporter.stop()
         log_events = tuple(exporter.log_events())
-        acl_log = tuple(_acl_log(server))
+        denials = tuple(acl_log(server))
         commands = proxy.commands
         proxy_errors = tuple(proxy.errors)
-        masked = tuple("><password>" if arg.startswith(">") else arg for arg in rule)
         return ConformanceRun(
             version=version,
+            server=kind,
             redis_version=redis_version,
-            acl_rule=masked,
-            acl_selfcheck=tuple(selfcheck),
+            acl_rule=watcher.acl_rule,
+            acl_selfcheck=watcher.acl_selfcheck,
             identities={tag: str(p.identity) for tag, p in processes.items()},
             specs={spec.tag: spec for spec in PROCESS_SPECS},
             workload=workload,
@@ -290,7 +327,112 @@ def run_scenario(version_name: str) -> ConformanceRun:
             exporter_log_events=log_events,
             exporter_commands=commands,
             proxy_errors=proxy_errors,
-            acl_log=acl_log,
+            acl_log=denials,
             elapsed_seconds=time.monotonic() - started,
         )
     raise AssertionError("unreachable")
+
+
+# --- reading the truths, and checks shared with tests/test_rolling_upgrade.py -----------------
+
+TARGET = {"target": "default"}
+HISTOGRAM_BUCKETS = 26  # Sidekiq's execution-time buckets (docs/redis-layout.md §6.4)
+
+
+def assert_between(actual: float, before: float, after: float, what: str, tol: float = 0.0) -> None:
+    """`actual` within [min, max] of the two truths, widened by `tol`."""
+    low, high = min(before, after) - tol, max(before, after) + tol
+    assert low - 1e-9 <= actual <= high + 1e-9, (
+        f"{what}: exporter says {actual}, Sidekiq's API said {before} then {after} (± {tol})"
+    )
+
+
+def truth_time(truth: dict[str, Any], edge: str) -> float:
+    """Redis TIME at the start ("before") or end ("after") of a truth read."""
+    return float(truth[f"redis_time_{edge}"])
+
+
+def queues_of(truth: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {q["name"]: q for q in truth["queues"]}
+
+
+def processes_of(truth: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["identity"]: p for p in truth["processes"]}
+
+
+def work_of(truth: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(truth["work"])
+
+
+def process_labels(process: dict[str, Any]) -> dict[str, str]:
+    """The exporter's labels of one process's series."""
+    return {
+        **TARGET,
+        "identity": process["identity"],
+        "hostname": process["hostname"],
+        "tag": process["tag"] or "",
+    }
+
+
+def running_by_class(
+    work: list[dict[str, Any]],
+) -> tuple[Counter[tuple[str, str]], dict[Any, int]]:
+    """Running jobs per (queue, class), and the oldest `run_at` per (queue, class) and queue."""
+    count: Counter[tuple[str, str]] = Counter()
+    oldest: dict[Any, int] = {}
+    for w in work:
+        # display_class: Sidekiq's own unwrapping (`wrapped` for ActiveJob's wrapper).
+        for key in ((w["queue"], w["display_class"]), w["queue"]):
+            oldest[key] = min(oldest.get(key, w["run_at"]), w["run_at"])
+        count[(w["queue"], w["display_class"])] += 1
+    return count, oldest
+
+
+@dataclass
+class ClassTotals:
+    """One job class's execution metrics over a truth's window, as `Metrics::Query` gives them."""
+
+    executions: int = 0  # `p`: failures included
+    failures: int = 0  # `f`
+    milliseconds: int = 0  # `ms`: successful executions only
+    histogram: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BUCKETS)
+
+    def add(self, other: ClassTotals) -> None:
+        self.executions += other.executions
+        self.failures += other.failures
+        self.milliseconds += other.milliseconds
+        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
+
+
+def query_totals(metrics: dict[str, Any]) -> dict[str, ClassTotals]:
+    """Per class: `top_jobs` totals and the `for_job` histograms summed over the minutes."""
+    totals: dict[str, ClassTotals] = {}
+    for klass, result in metrics["top_jobs"].items():
+        t = result["totals"]
+        # `hist`: storage order, fastest bucket first (truth.rb undoes Query's display order).
+        minutes = metrics["for_job"][klass]["hist"].values()
+        histogram = [sum(col) for col in zip(*minutes, strict=True)] or [0] * HISTOGRAM_BUCKETS
+        totals[klass] = ClassTotals(t.get("p", 0), t.get("f", 0), t.get("ms", 0), histogram)
+    return totals
+
+
+def assert_job_class_metrics(scrape: Scrape, expected: dict[str, ClassTotals]) -> None:
+    """Every per-class family equals `expected`: executions, failures, time, every bucket."""
+    exported = set(scrape.by_label("sidekiq_job_executions_total", "class", **TARGET))
+    assert exported == set(expected)
+    for klass, want in expected.items():
+        labels = {**TARGET, "class": klass}
+        successes = want.executions - want.failures
+        assert scrape.value("sidekiq_job_executions_total", **labels) == want.executions, klass
+        assert scrape.value("sidekiq_job_failures_total", **labels) == want.failures, klass
+        assert scrape.value("sidekiq_job_duration_seconds_count", **labels) == successes, klass
+        assert scrape.value("sidekiq_job_duration_seconds_sum", **labels) == pytest.approx(
+            want.milliseconds / 1000
+        ), klass
+        buckets = sorted(
+            (float(dict(ls)["le"]), v)
+            for ls, v in scrape.series("sidekiq_job_duration_seconds_bucket", **labels).items()
+        )
+        cumulative = [v for _, v in buckets]
+        assert cumulative[:-1] == list(itertools.accumulate(want.histogram[:-1])), klass
+        assert cumulative[-1] == successes, klass
