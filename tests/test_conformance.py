@@ -23,15 +23,18 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.conformance import (
     ALLOWED_COMMANDS,
+    EXPORTER_ACL_COMMANDS,
     EXPORTER_USER,
     ORPHAN_QUEUE,
     SERVED_QUEUES,
+    STATS_METRICS,
     TARGET,
     ConformanceRun,
     assert_between,
@@ -157,15 +160,7 @@ def test_scenario_exercised_every_case(run: ConformanceRun) -> None:
 
 def test_counters_and_set_sizes(run: ConformanceRun) -> None:
     s, before, after = run.scrape, run.truth_before["stats"], run.truth_after["stats"]
-    pairs = {
-        "sidekiq_processed_jobs_total": "processed",
-        "sidekiq_failed_jobs_total": "failed",
-        "sidekiq_enqueued_jobs": "enqueued",
-        "sidekiq_scheduled_jobs": "scheduled_size",
-        "sidekiq_retry_jobs": "retry_size",
-        "sidekiq_dead_jobs": "dead_size",
-    }
-    for metric, stat in pairs.items():
+    for metric, stat in STATS_METRICS.items():
         assert_between(s.value(metric, **T), before[stat], after[stat], metric)
 
 
@@ -461,6 +456,16 @@ def test_clean_shutdown(run: ConformanceRun) -> None:
 
 
 # --- the helpers this suite relies on -----------------------------------------------------------
+
+
+def test_acl_line_is_the_one_documented_in_redis_layout() -> None:
+    """The rule granted above is, word for word, the line of docs/redis-layout.md §11."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "redis-layout.md").read_text()
+    section = doc.split("## 11. ", 1)[1].split("\n## 12. ", 1)[0]
+    words = section.split("```", 2)[1].replace("\\\n", " ").split()
+    assert words[:5] == ["ACL", "SETUSER", EXPORTER_USER, "on", ">CHANGE_ME"]
+    assert words[5:9] == ["resetkeys", "%R~*", "resetchannels", "-@all"]
+    assert tuple(words[9:]) == EXPORTER_ACL_COMMANDS
 
 
 def test_resp_parser_handles_split_and_pipelined_requests() -> None:

@@ -14,7 +14,7 @@ from exporter.connection import create_redis_client
 from exporter.settings import build_target
 from tests.support.redis_server import RedisServer, free_port
 
-# The layout spec's minimal ACL (§11), without +hello and +client|setinfo.
+# The full ACL of docs/redis-layout.md §11, without +hello and +client|setinfo.
 MINIMAL_ACL = (
     "resetkeys ~* resetchannels -@all +ping +time +info +select +client|setname "
     "+sscan +smembers +scard +sismember +scan +exists +type +ttl +llen +lindex +lrange "

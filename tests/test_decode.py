@@ -1,4 +1,4 @@
-"""Decoders for every generation's shapes (shared/sidekiq-redis-layout.md), and bad data."""
+"""Decoders for every generation's shapes (docs/redis-layout.md), and bad data."""
 
 import json
 from typing import Any

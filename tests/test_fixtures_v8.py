@@ -1,10 +1,13 @@
-"""Sidekiq 8.0 and 8.1.2+ (no real Sidekiq 8 here: it needs Ruby ≥ 3.2), from the layout spec.
+"""Sidekiq 8.0 and 8.1.2+ from fixtures: the edge cases no real workload produces.
 
-Redis is real (redis-server) and so is the exporter (the daemon, scraped over HTTP); the data
-is what Sidekiq 8 writes according to `shared/sidekiq-redis-layout.md`, written with
-`SidekiqWriter` (exporter/demo.py). Every expected value below is worked out from the spec,
-not from the exporter's code, and the metric keys are checked against the spec's literal
-formats, so a mistake shared by the writer and the reader (both use `KeyNames`) still fails.
+Real Sidekiq 8.1 runs in tests/test_conformance.py and tests/test_rolling_upgrade.py; Debian
+has no 8.0, and no workload writes e.g. several capsules or an 8.0.x `info` with both
+`capsules` and `concurrency`. Redis is real (redis-server) and so is the exporter (the daemon,
+scraped over HTTP); the data is what Sidekiq 8 writes according to docs/redis-layout.md,
+written with `SidekiqWriter` (exporter/demo.py). Every expected value below is worked out from
+the layout doc, not from the exporter's code, and the metric keys are checked against its
+literal formats, so a mistake shared by the writer and the reader (both use `KeyNames`) still
+fails.
 
 Scenarios, one Redis DB and one exporter each:
 - 8.0: payload timestamps are integer epoch **milliseconds**; `run_at`, `beat`, `started_at`
@@ -66,7 +69,7 @@ def ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
-# Spec-literal key formats (§6.3), independent of exporter/sidekiq/keys.py.
+# The layout doc's literal key formats (§6.3), independent of exporter/sidekiq/keys.py.
 def v8_minute_key(t: datetime) -> str:
     return f"j|{t:%y%m%d}|{t.hour}:{t.minute:02d}"  # j|250214|8:03
 
@@ -288,7 +291,7 @@ def assert_age(actual: float, bounds: tuple[float, float], what: str) -> None:
     assert low - 1e-6 <= actual <= high + 1e-6, f"{what}: {actual} not in [{low}, {high}]"
 
 
-# --- the fixtures follow the spec's literal key formats --------------------------------------
+# --- the fixtures follow the layout doc's literal key formats --------------------------------
 
 
 def test_fixture_keys_follow_the_spec(
@@ -333,7 +336,7 @@ def test_fixture_keys_follow_the_spec(
 @pytest.mark.parametrize(
     ("when", "v8_minute", "v8_ten", "v8_hist", "v7_minute", "v7_hist"),
     [
-        # The spec's own examples (§6.3), and a two-digit everything.
+        # The layout doc's own examples (§6.3), and a two-digit everything.
         ((2025, 2, 14, 8, 3), "j|250214|8:03", "j|250214|8:0", "h|HardJob-14-8:3",
          "j|20250214|8:3", "HardJob-14-08:3"),
         ((2025, 2, 14, 8, 43), "j|250214|8:43", "j|250214|8:4", "h|HardJob-14-8:43",

@@ -2,11 +2,11 @@
 
 Cheapest first:
 1. Key names of both families across minute, hour, UTC midnight, month and year boundaries,
-   checked against the spec's literal formats (§6.3), not against `KeyNames` itself.
+   checked against docs/redis-layout.md's literal formats (§6.3), not against `KeyNames`.
 2. Histograms on a real redis-server, written as Sidekiq writes them (`BITFIELD … OVERFLOW SAT
    INCRBY u16 #i n`, saturating at 65,535) and read back by the Reader through `BITFIELD_RO`
    and through its `GET` fallback (BITFIELD_RO refused by the ACL, or unknown): same numbers.
-3. 8.x and mixed 7/8 fixtures from the spec (`SidekiqWriter`) on fakeredis, through Reader →
+3. 8.x and mixed 7/8 fixtures from the layout doc (`SidekiqWriter`) on fakeredis, through Reader →
    Deriver → collector, across UTC midnight: both families added, late flushes, re-reads,
    forgetting, the first-poll baseline.
 4. Real Sidekiq 7.3.2 running a known workload, the real exporter daemon against it, checked
@@ -70,7 +70,7 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, sec: in
     return datetime(year, month, day, hour, minute, sec, tzinfo=UTC)
 
 
-# Spec-literal formats (§6.3), written out independently of exporter/sidekiq/keys.py.
+# The layout doc's literal formats (§6.3), written out independently of exporter/sidekiq/keys.py.
 def v7_minute(t: datetime) -> str:
     return f"j|{t:%Y%m%d}|{t.hour}:{t.minute}"  # j|%Y%m%d|%-H:%-M
 
@@ -356,7 +356,7 @@ async def test_reader_bitfield_ro_and_get_fallback_read_the_same(
 ) -> None:
     with ExitStack() as stack:
         if refusal == "acl":
-            # The spec's read-only ACL user (§11) without `+bitfield_ro`: NOPERM.
+            # The read-only ACL user of docs/redis-layout.md §11 without `+bitfield_ro`: NOPERM.
             server = redis_server
             grants = [c for c in EXPORTER_ACL_COMMANDS if c != "+bitfield_ro"]
             server.execute("ACL", "SETUSER", "nobf", "on", ">pw", "%R~*", "-@all", *grants)
@@ -409,7 +409,7 @@ async def test_reader_bitfield_ro_and_get_fallback_read_the_same(
         assert buckets_of(s, "HardJob")[-2] < successes  # le=335 excludes the excess
 
 
-# --- 3. 8.x and mixed 7/8 fixtures from the spec, on fakeredis, across UTC midnight -------
+# --- 3. 8.x and mixed 7/8 fixtures from the layout doc, on fakeredis, across UTC midnight --
 
 MIDNIGHT = utc(2025, 2, 14)
 BEFORE_MIDNIGHT = MIDNIGHT - timedelta(minutes=1)

@@ -8,9 +8,9 @@ library (`create_redis_client`, to pin down TLS verification, SNI and what each 
 and as the real daemon with a `--config.file` listing several targets.
 
 The exporter runs as an ACL user holding only `EXPORTER_ACL` (docs/security.md), which is
-§11 of the layout spec trimmed to what is really sent; `test_trimmed_acl_line_...` proves it
+docs/redis-layout.md §11 trimmed to what is really sent; `test_trimmed_acl_line_...` proves it
 is enough (every family, every Sidekiq generation, `ACL LOG` empty) and that nothing in it is
-unused. The full §11 line against real Sidekiq 6.4/7.3 is tests/test_conformance.py.
+unused. The full §11 line against real Sidekiq 6.4, 7.3 and 8.1 is tests/test_conformance.py.
 """
 
 from __future__ import annotations

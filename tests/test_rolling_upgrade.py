@@ -34,6 +34,7 @@ import pytest
 from tests.support.conformance import (
     ALLOWED_COMMANDS,
     POLL_INTERVAL_SECONDS,
+    STATS_METRICS,
     TARGET,
     ClassTotals,
     acl_log,
@@ -280,17 +281,9 @@ def test_both_metric_key_families_for_the_same_minute(run: UpgradeRun) -> None:
 
 def test_counters_and_set_sizes(run: UpgradeRun) -> None:
     s = run.scrape
-    pairs = {
-        "sidekiq_processed_jobs_total": "processed",
-        "sidekiq_failed_jobs_total": "failed",
-        "sidekiq_enqueued_jobs": "enqueued",
-        "sidekiq_scheduled_jobs": "scheduled_size",
-        "sidekiq_retry_jobs": "retry_size",
-        "sidekiq_dead_jobs": "dead_size",
-    }
     for version in (OLD, NEW):
         before, after = run.before(version)["stats"], run.after(version)["stats"]
-        for metric, stat in pairs.items():
+        for metric, stat in STATS_METRICS.items():
             assert_between(s.value(metric, **T), before[stat], after[stat], f"{version} {metric}")
     assert s.value("sidekiq_failed_jobs_total", **T) == 4  # FailingJob, DeadJob from each
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -133,6 +134,27 @@ def test_redis_server_fixture(redis_server: RedisServer) -> None:
     assert redis_server.execute("DBSIZE") == 0
 
 
+# Per-minute metric keys by Sidekiq major (docs/redis-layout.md §6.3): pattern -> expiry.
+METRIC_KEY_FAMILIES: dict[int, dict[str, int]] = {
+    6: {},  # 6.4 keeps no execution metrics
+    7: {r"j\|\d{8}\|\d{1,2}:\d{1,2}": 28_800, r"FastJob-\d\d-\d\d:\d{1,2}": 28_800},
+    8: {
+        r"j\|\d{6}\|\d{1,2}:\d\d": 28_800,  # 1 minute, minute zero-padded
+        r"j\|\d{6}\|\d{1,2}:\d": 259_200,  # 10 minutes: the minute's tens digit
+        r"h\|FastJob-\d{1,2}-\d{1,2}:\d{1,2}": 28_800,
+    },
+}
+
+
+def _metric_key_families(ttls: dict[str, int]) -> dict[str, int]:
+    """Which family each key belongs to, with its expiry rounded up to the minute."""
+    families: dict[str, int] = {}
+    for key, ttl in ttls.items():
+        [family] = [f for fam in METRIC_KEY_FAMILIES.values() for f in fam if re.fullmatch(f, key)]
+        families[family] = -(-ttl // 60) * 60
+    return families
+
+
 @pytest.mark.parametrize("version", sorted(VERSIONS))
 def test_sidekiq_process_layout(version: str, redis_server: RedisServer) -> None:
     v = get_version(version)  # fails (not skips) with an install hint when missing
@@ -210,6 +232,13 @@ def test_sidekiq_process_layout(version: str, redis_server: RedisServer) -> None
         processed = int(r.execute("GET", "stat:processed") or 0)
         assert processed - processed_before == 3  # FastJob + FailingJob + DeadJob
         assert int(r.execute("GET", "stat:failed") or 0) == 2
+        # The same beat flushed FastJob's execution metrics: key names and expiries (§6.3).
+        metric_keys = {
+            key: int(r.execute("TTL", key))
+            for key in r.execute("KEYS", "*")
+            if key.startswith("j|") or "FastJob" in key
+        }
+        assert _metric_key_families(metric_keys) == METRIC_KEY_FAMILIES[v.major], metric_keys
 
         t = truth(v, r.url)
         assert t["sidekiq_version"] == v.version

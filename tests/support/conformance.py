@@ -336,6 +336,15 @@ def run_scenario(version_name: str, server_name: str = REDIS_7_0.name) -> Confor
 # --- reading the truths, and checks shared with tests/test_rolling_upgrade.py -----------------
 
 TARGET = {"target": "default"}
+# The exporter's global families and the `Sidekiq::Stats` value each must equal (truth.rb).
+STATS_METRICS = {
+    "sidekiq_processed_jobs_total": "processed",
+    "sidekiq_failed_jobs_total": "failed",
+    "sidekiq_enqueued_jobs": "enqueued",
+    "sidekiq_scheduled_jobs": "scheduled_size",
+    "sidekiq_retry_jobs": "retry_size",
+    "sidekiq_dead_jobs": "dead_size",
+}
 HISTOGRAM_BUCKETS = 26  # Sidekiq's execution-time buckets (docs/redis-layout.md §6.4)
 
 
