@@ -25,6 +25,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The real components this run compares against, with the versions installed."""
+    from tests.support.redis_server import SERVERS
+    from tests.support.sidekiq import VERSIONS
+
+    sidekiq = [v.version for v in VERSIONS.values() if v.available]
+    servers = [f"{name} {kind.installed_version() or 'missing'}" for name, kind in SERVERS.items()]
+    return [f"real Sidekiq: {', '.join(sidekiq) or 'none'}", f"real servers: {', '.join(servers)}"]
+
+
 def _start_redis() -> RedisServer:
     try:
         server = RedisServer()

@@ -160,7 +160,7 @@ def run() -> Iterator[UpgradeRun]:
             processes[spec.tag] = process.start()
         stack.callback(stop_all, list(processes.values()))
 
-        _fresh_minute(server, 35)
+        _fresh_minute(server, 25)
         enqueue(versions[OLD], server.url, **WORKLOAD, **OLD_ONLY, slow_queue="legacy")
         enqueue(versions[NEW], server.url, **WORKLOAD, slow_queue="fresh")
 

@@ -64,11 +64,15 @@ class ServerKind:
             raise RedisNotInstalledError(f"{self.name} is not installed; {sid_root.SETUP_HINT}")
         return sid_root.command(self.program)
 
-    @property
-    def available(self) -> bool:
+    def installed_version(self) -> str | None:
+        """The version installed (from ``--version``; the sid root's stamp), None if missing."""
         if self.in_sid_root:
-            return sid_root.built()
-        return shutil.which(self.program) is not None
+            return sid_root.stamp().get(self.program)
+        path = shutil.which(self.program)
+        if path is None:
+            return None
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+        return out.stdout.split(" v=", 1)[1].split()[0] if " v=" in out.stdout else None
 
 
 REDIS_7_0 = ServerKind("redis-7.0", "redis-server", in_sid_root=False)  # Debian 12

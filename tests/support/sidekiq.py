@@ -106,8 +106,10 @@ SIDEKIQ_7_3_2 = SidekiqVersion(
 
 def _sid_sidekiq() -> SidekiqVersion:
     """The Sidekiq 8.1.x of the sid root ("8.1" until the root is built)."""
-    gems = sorted(sid_root.host_path(_SID_GEMS).glob("sidekiq-8.1.*"))
-    version = gems[-1].name.removeprefix("sidekiq-") if gems else "8.1"
+    found = [
+        g.name.removeprefix("sidekiq-") for g in sid_root.host_path(_SID_GEMS).glob("sidekiq-8.1.*")
+    ]
+    version = max(found, key=lambda v: [int(x) for x in v.split(".")], default="8.1")
     patch = int(version.split(".")[2]) if version.count(".") == 2 else 0
     return SidekiqVersion(
         version=version,
