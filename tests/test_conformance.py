@@ -59,7 +59,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.conformance]
 T = TARGET
 
 # Every family of issue 2 that this scenario must produce (sample names as exposed): all of them
-# but the per-class job families (Sidekiq 7 only, checked on their own below), the queue SLA
+# but the per-class job families (Sidekiq 7+ only, checked on their own below), the queue SLA
 # families (tested in tests/test_sla.py) and the skipped-items counter (nothing is skipped here).
 FAMILIES = (
     ALL_FAMILIES
