@@ -2,14 +2,15 @@
 # Install the real components the integration and conformance tests run against.
 #
 #   * Debian 12 packages: redis-server, redis-sentinel, ruby, ruby-sidekiq (6.4.1),
-#     ruby-sidekiq-cron (1.8.0), prometheus (for promtool), openssl, iproute2, plus
-#     ruby-concurrent and ruby-rack (needed by Sidekiq 7.3).
+#     ruby-sidekiq-cron (1.8.0), prometheus (2.42, with promtool), prometheus-alertmanager,
+#     openssl, iproute2, plus ruby-concurrent and ruby-rack (needed by Sidekiq 7.3).
 #   * Sidekiq 7.3.2 with redis-client 0.22.2 and connection_pool 2.4.1, downloaded from
 #     Debian 13 (trixie) with a PRIVATE apt configuration on the machine's own mirror
 #     (scripts/lib/private-apt.sh; the system's sources are never touched) and unpacked
 #     with `dpkg -x` into .cache/sidekiq-7.3.2/ in the repository.
 #   * A Debian sid root in .cache/sid-root/ with Sidekiq 8.1 (Ruby 3.3), Redis 8 and Valkey 9
 #     (scripts/setup-sid-root.sh; programs in it run through scripts/in-sid-root.sh).
+#   * Prometheus 3 (sid), node and the npm test tools: scripts/setup-monitoring-tools.sh.
 #
 # Idempotent; takes well under a second when everything is already in place.
 # Needs root for apt-get install and to build the sid root (both skipped when nothing is
@@ -32,7 +33,7 @@ die() { log "ERROR: $*"; exit 1; }
 # 1. Debian 12 packages
 # ---------------------------------------------------------------------------
 PKGS=(redis-server redis-sentinel ruby ruby-sidekiq ruby-sidekiq-cron ruby-concurrent ruby-rack
-      prometheus openssl iproute2)
+      prometheus prometheus-alertmanager openssl iproute2)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -77,6 +78,7 @@ stop_service redis-server redis redis-server
 stop_service redis-sentinel redis redis-sentinel
 stop_service prometheus prometheus prometheus
 stop_service prometheus-node-exporter prometheus prometheus-node-exporter
+stop_service prometheus-alertmanager prometheus prometheus-alertmanager
 
 deb_version() { dpkg-query -W -f='${Version}' "$1"; }
 v6=$(deb_version ruby-sidekiq)
@@ -166,6 +168,9 @@ if [[ ! -f "$STAMP" ]] || [[ "$STAMP" -ot "$0" ]]; then
     echo "$got7" >"$STAMP"
 fi
 got7=$(cat "$STAMP")
+
+# ---------------------------------------------------------------------------
+"$ROOT/scripts/setup-monitoring-tools.sh"
 
 # ---------------------------------------------------------------------------
 elapsed=$(( ($(date +%s%N) - START_NS) / 1000000 ))
