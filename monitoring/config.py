@@ -57,4 +57,6 @@ class Config:
     def dashboard_url(self, uid: str, slug: str, labels: tuple[str, ...]) -> str:
         """A dashboard link whose variables are the alert's labels (an alert template)."""
         query = "&".join(f"var-{label}={{{{ $labels.{label} | urlquery }}}}" for label in labels)
-        return f"{self.dashboard_base_url.rstrip('/')}/d/{uid}/{slug}" + (f"?{query}" if query else "")
+        return f"{self.dashboard_base_url.rstrip('/')}/d/{uid}/{slug}" + (
+            f"?{query}" if query else ""
+        )

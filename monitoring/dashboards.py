@@ -58,7 +58,7 @@ def _variables(*extra: str) -> tuple[Variable, ...]:
             "instance",
             "Instance",
             'label_values(sidekiq_exporter_build_info{job=~"$job"}, instance)',
-            "Exporter instances.",
+            "Instances of the exporter (Prometheus' instance label).",
         ),
         Variable(
             "target",
@@ -88,6 +88,10 @@ def _queue_utilisation() -> str:
     )
 
 
+_FAILURE_RATIO = (
+    f"sum by (target, class) ({rate('sidekiq_job_failures_total', 'class')})\n"
+    f"/ sum by (target, class) ({rate('sidekiq_job_executions_total', 'class')})"
+)
 SLA_STEPS = ((None, "green"), (rules.SLA_WARNING_FRACTION, "orange"), (1.0, "red"))
 SATURATION_STEPS = ((None, "green"), (rules.SATURATION_RATIO, "red"))
 LONG_JOB_STEPS = ((None, "green"), (float(rules.LONG_JOB_SECONDS), "orange"))
@@ -184,8 +188,7 @@ OVERVIEW = Dashboard(
                     "percentunit",
                     (
                         Query(
-                            f"sum({sel('sidekiq_busy_workers')})\n"
-                            f"/ sum({sel('sidekiq_workers')})",
+                            f"sum({sel('sidekiq_busy_workers')})\n/ sum({sel('sidekiq_workers')})",
                             instant=True,
                         ),
                     ),
@@ -218,11 +221,12 @@ OVERVIEW = Dashboard(
                 ),
                 Panel(
                     "Jobs waiting by queue",
-                    "Queue sizes.",
+                    "Jobs waiting in each queue (its length).",
                     "short",
                     (
                         Query(
-                            f"sum by (target, queue) ({sel('sidekiq_queue_enqueued_jobs', 'queue')})",
+                            "sum by (target, queue) "
+                            f"({sel('sidekiq_queue_enqueued_jobs', 'queue')})",
                             "{{target}} {{queue}}",
                         ),
                     ),
@@ -259,9 +263,7 @@ OVERVIEW = Dashboard(
                         Query(
                             f"sum by (target) ({sel('sidekiq_busy_workers')})", "{{target}} busy"
                         ),
-                        Query(
-                            f"sum by (target) ({sel('sidekiq_workers')})", "{{target}} capacity"
-                        ),
+                        Query(f"sum by (target) ({sel('sidekiq_workers')})", "{{target}} capacity"),
                     ),
                 ),
                 Panel(
@@ -303,8 +305,7 @@ OVERVIEW = Dashboard(
                     "s",
                     (
                         Query(
-                            "max by (target, set) "
-                            f"({sel('sidekiq_scheduled_lag_seconds')})",
+                            f"max by (target, set) ({sel('sidekiq_scheduled_lag_seconds')})",
                             "{{target}} {{set}}",
                         ),
                     ),
@@ -321,8 +322,7 @@ OVERVIEW = Dashboard(
                     "s",
                     (
                         Query(
-                            "max by (target) "
-                            f"({sel('sidekiq_exporter_poll_duration_seconds')})",
+                            f"max by (target) ({sel('sidekiq_exporter_poll_duration_seconds')})",
                             "{{target}}",
                         ),
                     ),
@@ -375,11 +375,12 @@ QUEUES = Dashboard(
             (
                 Panel(
                     "Jobs waiting",
-                    "Queue sizes.",
+                    "Jobs waiting in each queue (its length).",
                     "short",
                     (
                         Query(
-                            f"sum by (target, queue) ({sel('sidekiq_queue_enqueued_jobs', 'queue')})",
+                            "sum by (target, queue) "
+                            f"({sel('sidekiq_queue_enqueued_jobs', 'queue')})",
                             "{{target}} {{queue}}",
                         ),
                     ),
@@ -466,8 +467,7 @@ QUEUES = Dashboard(
                     "short",
                     (
                         Query(
-                            "max by (target, queue) "
-                            f"({sel('sidekiq_queue_processes', 'queue')})",
+                            f"max by (target, queue) ({sel('sidekiq_queue_processes', 'queue')})",
                             "{{target}} {{queue}}",
                         ),
                     ),
@@ -555,7 +555,8 @@ JOB_CLASSES = Dashboard(
                     "ops",
                     (
                         Query(
-                            f"sum by (target, class) ({rate('sidekiq_job_executions_total', 'class')})",
+                            "sum by (target, class) "
+                            f"({rate('sidekiq_job_executions_total', 'class')})",
                             "{{target}} {{class}}",
                         ),
                     ),
@@ -568,7 +569,8 @@ JOB_CLASSES = Dashboard(
                     "ops",
                     (
                         Query(
-                            f"sum by (target, class) ({rate('sidekiq_job_failures_total', 'class')})",
+                            "sum by (target, class) "
+                            f"({rate('sidekiq_job_failures_total', 'class')})",
                             "{{target}} {{class}}",
                         ),
                     ),
@@ -582,8 +584,7 @@ JOB_CLASSES = Dashboard(
                     "percentunit",
                     (
                         Query(
-                            f"sum by (target, class) ({rate('sidekiq_job_failures_total', 'class')})\n"
-                            f"/ sum by (target, class) ({rate('sidekiq_job_executions_total', 'class')})",
+                            _FAILURE_RATIO,
                             "{{target}} {{class}}",
                         ),
                     ),
@@ -783,11 +784,7 @@ PROCESSES = Dashboard(
                     "Processes that are quiet or stopping: they finish their jobs but fetch "
                     "no new ones.",
                     "short",
-                    (
-                        Query(
-                            f"sum by (target) ({sel('sidekiq_process_quiet')})", "{{target}}"
-                        ),
-                    ),
+                    (Query(f"sum by (target) ({sel('sidekiq_process_quiet')})", "{{target}}"),),
                     width=8,
                 ),
             ),

@@ -123,7 +123,12 @@ def _options(panel: Panel) -> dict[str, Any]:
     reduce = {"calcs": ["lastNotNull"], "fields": "", "values": False}
     if panel.kind == "timeseries":
         return {
-            "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
+            "legend": {
+                "calcs": [],
+                "displayMode": "list",
+                "placement": "bottom",
+                "showLegend": True,
+            },
             "tooltip": {"mode": "multi", "sort": "desc"},
         }
     if panel.kind == "stat":
@@ -207,9 +212,7 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
                     "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
                     "id": next_id,
                     "options": _options(panel),
-                    "targets": [
-                        _target(q, chr(ord("A") + i)) for i, q in enumerate(panel.queries)
-                    ],
+                    "targets": [_target(q, chr(ord("A") + i)) for i, q in enumerate(panel.queries)],
                     "title": panel.title,
                     "type": panel.kind,
                 }

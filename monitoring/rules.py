@@ -269,7 +269,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     description=(
                         "Jobs of queue {{ $labels.queue }} on {{ $labels.target }} have kept "
                         f"at least {SATURATION_RATIO:.0%} of the threads serving it busy for 10 "
-                        "minutes (at least {{ $value | humanizePercentage }} throughout the last 5)."
+                        "minutes (at least {{ $value | humanizePercentage }} throughout the "
+                        "last 5)."
                     ),
                     dashboard=QUEUES,
                 ),
@@ -335,8 +336,8 @@ def groups(config: Config) -> tuple[Group, ...]:
         ),
         Group(
             "sidekiq.jobs",
-            JOB_CLASS_RECORDS
-            + (
+            (
+                *JOB_CLASS_RECORDS,
                 Alert(
                     "SidekiqJobFailureBudgetBurn",
                     _burn_expr(FAST_BURNS),
@@ -388,7 +389,7 @@ def groups(config: Config) -> tuple[Group, ...]:
                     summary="Jobs keep running out of retries into Sidekiq's dead set.",
                     description=(
                         "The dead set of {{ $labels.target }} has grown by about "
-                        "{{ printf \"%.0f\" $value }} jobs in the last hour."
+                        '{{ printf "%.0f" $value }} jobs in the last hour.'
                     ),
                     dashboard=OVERVIEW,
                 ),
@@ -401,7 +402,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     severity="warning",
                     summary="Sidekiq's dead set is close to its cap; the oldest dead jobs will go.",
                     description=(
-                        "The dead set of {{ $labels.target }} holds {{ printf \"%.0f\" $value }} jobs; "
+                        "The dead set of {{ $labels.target }} holds "
+                        '{{ printf "%.0f" $value }} jobs; '
                         f"at Sidekiq's default cap of {DEAD_SET_CAP:,} the oldest are deleted."
                     ),
                     dashboard=OVERVIEW,

@@ -43,7 +43,8 @@ def alert_rules() -> list[dict[str, Any]]:
 def seconds(duration: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
     parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
-    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    assert parts, duration
+    assert "".join(n + u for n, u in parts) == duration, duration
     return sum(int(n) * units[u] for n, u in parts)
 
 
@@ -61,23 +62,27 @@ def test_committed_files_are_what_the_generator_writes(tmp_path: Path) -> None:
 
 
 def test_generator_overrides_the_links(tmp_path: Path) -> None:
-    assert generate(
-        [
-            "--runbook-base-url",
-            "https://wiki.example.com/runbooks/sidekiq/",
-            "--dashboard-base-url",
-            "https://grafana.example.com/",
-            "--exporter-job",
-            "sidekiq",
-            "--output-dir",
-            str(tmp_path),
-        ]
-    ) == 0
+    assert (
+        generate(
+            [
+                "--runbook-base-url",
+                "https://wiki.example.com/runbooks/sidekiq/",
+                "--dashboard-base-url",
+                "https://grafana.example.com/",
+                "--exporter-job",
+                "sidekiq",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / rules.RULE_FILE).read_text()
     assert "runbook_url: https://wiki.example.com/runbooks/sidekiq#sidekiqqueueunserved\n" in text
     assert "dashboard_url: https://grafana.example.com/d/sidekiq-queues/sidekiq-queues?" in text
     assert 'absent(up{job="sidekiq"})' in text
-    assert "github.com" not in text and "localhost:3000" not in text
+    assert "github.com" not in text
+    assert "localhost:3000" not in text
     assert sorted(p.name for p in (tmp_path / "dashboards").iterdir()) == sorted(
         p.name for p in (REPO / "dashboards").iterdir()
     )
@@ -105,7 +110,8 @@ def test_every_alert_follows_the_conventions() -> None:
         assert "{{" not in rule["annotations"]["summary"], f"{name}: summary is static"
         assert "{{ $labels." in rule["annotations"]["description"], name
         # One sample never pages: a `for:` and a `keep_firing_for` on every alert.
-        assert seconds(rule["for"]) > 0 and seconds(rule["keep_firing_for"]) > 0, name
+        assert seconds(rule["for"]) > 0, name
+        assert seconds(rule["keep_firing_for"]) > 0, name
 
 
 def test_range_windows_hold_several_scrapes() -> None:
@@ -165,18 +171,20 @@ def test_every_alert_has_a_promtool_test_of_every_case() -> None:
         for alert in firing:
             assert "severity" in alert["exp_labels"], path.name
             assert set(alert["exp_annotations"]) == ANNOTATIONS, path.name
-        boundary = [
-            c for c in groups["for boundary"]["alert_rule_test"] if c["alertname"] == name
-        ]
+        boundary = [c for c in groups["for boundary"]["alert_rule_test"] if c["alertname"] == name]
         silent = [seconds(c["eval_time"]) for c in boundary if not c["exp_alerts"]]
         fires = [seconds(c["eval_time"]) for c in boundary if c["exp_alerts"]]
         step = seconds(doc["evaluation_interval"])
-        assert silent and fires and min(fires) - max(silent) == step, (
+        assert silent, path.name
+        assert fires, path.name
+        assert min(fires) - max(silent) == step, (
             f"{path.name}: the boundary group must expect silence one evaluation before firing"
         )
-        for spiky in ("single-sample spike",):
-            cases = [c for c in groups[spiky]["alert_rule_test"] if c["alertname"] == name]
-            assert cases and all(not c["exp_alerts"] for c in cases), path.name
+        spikes = [
+            c for c in groups["single-sample spike"]["alert_rule_test"] if c["alertname"] == name
+        ]
+        assert spikes, path.name
+        assert all(not c["exp_alerts"] for c in spikes), f"{path.name}: a spike never fires"
         resolved = [c for c in groups["resolves"]["alert_rule_test"] if c["alertname"] == name]
         before, after = (
             {frozenset(a["exp_labels"].items()) for a in case["exp_alerts"]}

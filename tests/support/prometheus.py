@@ -33,8 +33,12 @@ from .processes import StartCleanupContext, log_file_tail, stop_process
 from .redis_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SETUP_HINT = "run `sudo scripts/setup-test-services.sh` (it installs Prometheus 2 and 3, Alertmanager)"
-EXPORTER_JOB = "sidekiq-exporter"  # the scrape job the rules' `up` alerts select (monitoring.config)
+SETUP_HINT = (
+    "run `sudo scripts/setup-test-services.sh` (it installs Prometheus 2 and 3, Alertmanager)"
+)
+EXPORTER_JOB = (
+    "sidekiq-exporter"  # the scrape job the rules' `up` alerts select (monitoring.config)
+)
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,9 @@ class _Server(StartCleanupContext):
                 raise TimeoutError(f"{self.name} not ready; log:\n{self.log_tail()}")
             if "address already in use" not in self.log_tail().lower():
                 break
-        raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"{self.name} exited with {self.proc.returncode}; log:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         return log_file_tail(self.log_path, lines)
@@ -181,7 +187,10 @@ class PrometheusServer(_Server):
         try:
             body = _get_json(f"{url}?{query}" if query else url)
         except urllib.error.HTTPError as e:
-            raise AssertionError(f"Prometheus {self.release.major} {path} {query}: {e.read()!r}")
+            detail = e.read()
+            raise AssertionError(
+                f"Prometheus {self.release.major} {path} {query}: {detail!r}"
+            ) from e
         if body.get("status") != "success":
             raise AssertionError(f"Prometheus {self.release.major} {path} {query}: {body}")
         return body["data"]
@@ -359,4 +368,3 @@ def alertmanager_test_config(example: str, receiver: WebhookReceiver) -> str:
                 route[key] = value
         routes.extend(route.get("routes", []))
     return yaml.safe_dump(doc, sort_keys=False)
-
