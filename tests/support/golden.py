@@ -1,0 +1,234 @@
+"""A fixed store rendered to `/metrics` bytes, to compare with the files under `tests/golden/`.
+
+The store holds four targets: `main` (every family, a histogram, queues with and without an
+SLA, label values that need escaping), `legacy` (a Sidekiq 6.4 without execution metrics),
+`old` (a snapshot past the staleness deadline: self-metrics only) and `new` (before its first
+poll). Everything is fixed, the clock included, so the bytes only change when the exposition
+does. Regenerate with `.venv/bin/python -m tests.support.generated` when a change is intended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter.collector import SidekiqCollector
+from exporter.model import (
+    HISTOGRAM_BUCKETS,
+    JobClassTotals,
+    ProcessSample,
+    QueueSample,
+    QueueSla,
+    RunningJob,
+    Sample,
+    ScheduledSetSample,
+    Snapshot,
+)
+from exporter.store import Store, TargetStatus
+
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z: Redis TIME of the fresh snapshots
+INTERVAL = 10.0
+# Accept headers of the two formats /metrics serves (prometheus_client's `choose_encoder`).
+TEXT_ACCEPT = ""
+OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
+
+# Label values a scraper must see escaped: quote, backslash, newline, and non-ASCII text.
+ODD_QUEUE = 'odd "queue" \\ with\nnewline'
+ODD_CLASS = "Ünïcode::Job\\Namespaced"
+
+
+@dataclass(frozen=True)
+class GoldenSettings:
+    poll_interval: float = INTERVAL
+    collect_processes: bool = True
+
+
+@dataclass(frozen=True)
+class GoldenClock:
+    now: float = NOW + 2  # the render happens 2 s after the fresh polls finished
+
+    def time(self) -> float:
+        return self.now
+
+
+def _histogram(counts: dict[int, int]) -> tuple[int, ...]:
+    return tuple(counts.get(index, 0) for index in range(HISTOGRAM_BUCKETS))
+
+
+def _process(identity: str, tag: str, version: str, **fields: object) -> ProcessSample:
+    values: dict[str, object] = {
+        "hostname": identity.split(":")[0],
+        "concurrency": 10,
+        "busy": 2,
+        "heartbeat_timestamp": NOW - 3.5,
+        "start_timestamp": NOW - 86_400.25,
+        "quiet": False,
+        "rss_bytes": 256 * 1024 * 1024,
+        "redis_rtt_seconds": 0.000312,
+        "queue_capacity": {"default": 10, "within_5_seconds": 10},
+    }
+    values.update(fields)
+    return ProcessSample(identity=identity, tag=tag, version=version, **values)  # type: ignore[arg-type]
+
+
+def _main_snapshot() -> Snapshot:
+    sample = Sample(
+        redis_time=NOW,
+        processed=123_456_789,
+        failed=4_321,
+        scheduled=ScheduledSetSample(size=12, overdue=3, oldest_score=NOW - 7.25),
+        retry=ScheduledSetSample(size=5, overdue=0, oldest_score=NOW + 30),
+        dead_size=2,
+        queues=(
+            QueueSample("default", 40, NOW - 1.5, False),
+            QueueSample("within_5_seconds", 3, NOW - 9.75, False),  # in breach
+            QueueSample("billing_within_5_minutes", 0, None, True),  # empty and paused
+            QueueSample("reports", 7, NOW - 600, False),  # SLA from the config file
+            QueueSample(ODD_QUEUE, 1, NOW + 4, False),  # a skewed clock: latency 0
+        ),
+        processes=(
+            _process("web-1:101:aaaaaaaaaaaa", "app", "8.1.7"),
+            _process(
+                "slow-1:202:bbbbbbbbbbbb",
+                "exports",
+                "",
+                concurrency=2,
+                busy=1,
+                quiet=True,
+                queue_capacity={"exports": 2},  # served, never pushed to
+            ),
+        ),
+        running_jobs=(
+            RunningJob("web-1:101:aaaaaaaaaaaa", "default", "HardJob", NOW - 30),
+            RunningJob("web-1:101:aaaaaaaaaaaa", "default", "HardJob", NOW - 4),
+            RunningJob("web-1:101:aaaaaaaaaaaa", "within_5_seconds", ODD_CLASS, NOW - 1),
+            RunningJob("slow-1:202:bbbbbbbbbbbb", "exports", "CsvExportJob", NOW - 1800),
+            # Beyond the job-class limit: busy in its queue, no series by class.
+            RunningJob("web-1:101:aaaaaaaaaaaa", "default", "DroppedJob", NOW - 2),
+        ),
+        metrics_minutes=(),
+        round_trips=2,
+        commands=58,
+    )
+    return Snapshot(
+        target="main",
+        sample=sample,
+        job_classes={
+            "HardJob": JobClassTotals(120, 8, 45_678, _histogram({0: 50, 3: 40, 9: 20, 25: 2})),
+            # Saturated buckets: +Inf takes the successes, above the sum of the buckets.
+            ODD_CLASS: JobClassTotals(70_000, 0, 700_000, _histogram({1: 65_535})),
+            "CsvExportJob": JobClassTotals(),  # seen, nothing counted since the baseline
+            # A flush between the two round trips: the histogram is ahead of the counts, and
+            # +Inf takes the sum of the buckets.
+            "RacedJob": JobClassTotals(3, 1, 90, _histogram({2: 4})),
+        },
+        job_metrics_supported=True,
+        queue_slas={
+            "default": QueueSla(None, "", "none"),
+            "within_5_seconds": QueueSla(5.0, "", "name"),
+            "billing_within_5_minutes": QueueSla(300.0, "billing", "name"),
+            "reports": QueueSla(7200.0, "analytics", "config"),
+            ODD_QUEUE: QueueSla(None, "odd", "none"),
+        },
+        sla_breach_seconds={
+            "within_5_seconds": 4.75,
+            "billing_within_5_minutes": 0.0,
+            "reports": 0.0,
+        },
+        running_jobs=tuple(j for j in sample.running_jobs if j.job_class != "DroppedJob"),
+        skipped={"class_limit": 1},
+    )
+
+
+def _legacy_snapshot() -> Snapshot:
+    """A Sidekiq 6.4: no execution metrics, so no per-class job families."""
+    sample = Sample(
+        redis_time=NOW - 0.5,
+        processed=10,
+        failed=0,
+        scheduled=ScheduledSetSample(size=0, overdue=0, oldest_score=None),
+        retry=ScheduledSetSample(size=0, overdue=0, oldest_score=None),
+        dead_size=0,
+        queues=(QueueSample("default", 0, None, False),),
+        processes=(
+            _process(
+                "old-box:1:cccccccccccc", "", "", concurrency=5, queue_capacity={"default": 5}
+            ),
+        ),
+        running_jobs=(),
+        metrics_minutes=(),
+        round_trips=2,
+        commands=9,
+    )
+    return Snapshot("legacy", sample, {}, False, {"default": QueueSla(None, "", "none")}, {}, ())
+
+
+def golden_store() -> Store:
+    """The four targets' statuses, published into a store."""
+    store = Store(["main", "legacy", "old", "new"])
+    fresh = {
+        "snapshot_completed_at": NOW,
+        "last_success_timestamp": NOW,
+        "last_round_trips": 2,
+        "up": True,
+    }
+    store.publish(
+        replace(
+            TargetStatus.initial("main"),
+            snapshot=_main_snapshot(),
+            polls_success=360,
+            polls_error=2,
+            last_poll_duration_seconds=0.004821,
+            skipped_totals={"invalid_job": 3, "class_limit": 360},
+            **fresh,  # type: ignore[arg-type]
+        )
+    )
+    store.publish(
+        replace(
+            TargetStatus.initial("legacy"),
+            snapshot=_legacy_snapshot(),
+            polls_success=7,
+            last_poll_duration_seconds=0.0011,
+            **fresh,  # type: ignore[arg-type]
+        )
+    )
+    # Its last good poll is older than 3 intervals and the latest one failed: stale, down.
+    store.publish(
+        replace(
+            TargetStatus.initial("old"),
+            snapshot=replace(_legacy_snapshot(), target="old"),
+            snapshot_completed_at=NOW - 300,
+            polls_success=1,
+            polls_error=29,
+            last_poll_duration_seconds=8.0,
+            last_success_timestamp=NOW - 300,
+            last_round_trips=2,
+            up=False,
+        )
+    )
+    return store
+
+
+def golden_collector() -> SidekiqCollector:
+    """The Sidekiq collector over the golden store, at the golden clock."""
+    return SidekiqCollector(golden_store(), GoldenSettings(), GoldenClock())
+
+
+def render(accept: str) -> bytes:
+    """The collector's exposition in the format /metrics answers `accept` with."""
+    encoder, _ = choose_encoder(accept)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(golden_collector())
+    return encoder(registry)
+
+
+def render_text() -> bytes:
+    """The text format (0.0.4): what /metrics serves without an OpenMetrics Accept header."""
+    return render(TEXT_ACCEPT)
+
+
+def render_openmetrics() -> bytes:
+    """OpenMetrics 1.0.0: what Prometheus asks for by default."""
+    return render(OPENMETRICS_ACCEPT)
