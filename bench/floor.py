@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import hiredis
 
-from exporter.sidekiq.reader import Command, pack_commands
+from exporter.resp import Command, pack_commands
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from exporter.collector import SidekiqCollector
 from exporter.connection import create_redis_client
 from exporter.derive import DeriveConfig, Deriver
 from exporter.model import Sample, Snapshot
+from exporter.resp import Command
 from exporter.settings import TargetSettings
 from exporter.sidekiq import reader as reader_module
-from exporter.sidekiq.reader import Command, Reader
+from exporter.sidekiq.reader import Reader
 from exporter.store import Store, TargetStatus
 
 

@@ -124,7 +124,7 @@ class SentinelMasterConnection(SentinelManagedConnection):
 
     # SentinelManagedConnection overrides read_response only to turn a ReadOnlyError (a write
     # sent to a demoted master) into a reconnect. The exporter never writes, so the plain
-    # method is kept: the reader's bulk path uses hiredis only under the base method.
+    # method is kept: the bulk reply reader (exporter/resp.py) uses hiredis only under it.
     read_response = AbstractConnection.read_response  # type: ignore[assignment]
 
 
