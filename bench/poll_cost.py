@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import redis
 
 from bench.fixtures import Fixture, FixtureSpec
-from exporter.cli import metrics_window_minutes
 from exporter.connection import create_redis_client
 from exporter.settings import TargetSettings
+from exporter.sidekiq.metrics_window import window_minutes
 from exporter.sidekiq.reader import Reader
 from tests.support.redis_server import RedisServer
 
@@ -70,7 +70,7 @@ async def _measure(url: str, info: redis.Redis) -> tuple[int, int, float, float]
     """(commands, round trips, bytes in, bytes out) per steady-state poll of `url`."""
     target = TargetSettings(name="cost", url=url, username=None, password=None, key_prefix="")
     client = create_redis_client(target, timeout=60.0)
-    reader = Reader(metrics_window_minutes=metrics_window_minutes(POLL_INTERVAL))
+    reader = Reader(metrics_window_minutes=window_minutes(POLL_INTERVAL))
     try:
         for _ in range(2):  # connect, probe; not counted
             await reader.read(client, time.time())
@@ -107,7 +107,7 @@ def _kib(value: float) -> str:
 def main() -> None:
     with RedisServer() as server:
         rows = [measure(server, spec) for spec in SPECS]
-    window = metrics_window_minutes(POLL_INTERVAL)
+    window = window_minutes(POLL_INTERVAL)
     print(f"Cost per poll, mean of {POLLS} polls each, metrics window {window} min:\n")
     print(
         "| queues | processes | classes | commands | round trips | to Redis | from Redis "

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import math
 import os
 import signal
 import sys
@@ -43,6 +42,7 @@ from exporter.settings import (
     format_listen_address,
     load_settings,
 )
+from exporter.sidekiq.metrics_window import window_minutes
 from exporter.sidekiq.reader import Reader
 from exporter.sla import SlaResolver
 from exporter.store import Store
@@ -53,7 +53,6 @@ log = get_logger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_CONFIG: Final = 2
-MIN_METRICS_WINDOW_MINUTES: Final = 3
 
 # Builds the per-target pieces: registers collectors into the registry, pushes every resource
 # it opens (Redis clients) onto the exit stack, and returns one poller per target.
@@ -94,13 +93,6 @@ def _fail(message: str) -> int:
     return EXIT_CONFIG
 
 
-def metrics_window_minutes(poll_interval: float) -> int:
-    """Minutes of Sidekiq metric buckets to re-read per poll so none changes unseen between two."""
-    # The current minute, every minute that began since the previous poll, and one more for
-    # Sidekiq's flush that lands after its minute has ended.
-    return max(MIN_METRICS_WINDOW_MINUTES, math.ceil(poll_interval / 60) + 2)
-
-
 def build_pollers(
     settings: Settings,
     store: Store,
@@ -110,7 +102,7 @@ def build_pollers(
 ) -> list[Poller]:
     """Production wiring: the Sidekiq collector; a Redis client, reader and deriver per target."""
     registry.register(SidekiqCollector(store, settings, clock))
-    window = metrics_window_minutes(settings.poll_interval)
+    window = window_minutes(settings.poll_interval)
     derive_config = DeriveConfig(
         metrics_window_minutes=window,
         job_classes_max=settings.job_classes_max,

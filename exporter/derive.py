@@ -35,6 +35,7 @@ from exporter.model import (
     Sample,
     Snapshot,
 )
+from exporter.sidekiq.metrics_window import MIN_WINDOW_MINUTES, window_start
 
 log = get_logger(__name__)
 
@@ -50,7 +51,7 @@ def no_sla(queue: str) -> QueueSla:
 class DeriveConfig:
     """What derive needs to know from the settings."""
 
-    metrics_window_minutes: int = 3
+    metrics_window_minutes: int = MIN_WINDOW_MINUTES
     job_classes_max: int = 500
     job_class_allow: re.Pattern[str] | None = None
     job_class_deny: re.Pattern[str] | None = None
@@ -139,20 +140,17 @@ class Deriver:
         return True
 
     def _accumulate_job_metrics(self, sample: Sample, dropped: set[str]) -> None:
-        window_start = sample.metrics_window_start
-        if window_start is None:  # not told: the window ending at Redis TIME, one minute wider
-            now_minute = int(sample.redis_time // 60)
-            window_start = (now_minute - self.config.metrics_window_minutes) * 60
+        start = sample.metrics_window_start
+        if start is None:  # not told: the window ending at Redis TIME, one minute wider
+            start = window_start(sample.redis_time, self.config.metrics_window_minutes + 1)
         baseline = not self._baseline_taken
         self._baseline_taken = True
         # Monotonic: a poll whose clock went back (Redis failover, a clock step) re-reads a
         # minute already forgotten; counting it from zero again would count it twice. The
         # baseline poll counts nothing, so it sets no horizon: its window comes from the
         # exporter's clock alone (the poller learns Redis TIME from it), maybe far off.
-        if not baseline and (
-            self._forgotten_before is None or window_start > self._forgotten_before
-        ):
-            self._forgotten_before = window_start
+        if not baseline and (self._forgotten_before is None or start > self._forgotten_before):
+            self._forgotten_before = start
         forgotten_before = self._forgotten_before
         for minute in sample.metrics_minutes:
             self._job_metrics_seen = True

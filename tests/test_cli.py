@@ -108,11 +108,6 @@ def test_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 # --- wiring ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("interval", "minutes"), [(1, 3), (10, 3), (60, 3), (61, 4), (300, 7)])
-def test_metrics_window_covers_every_minute_between_polls(interval: float, minutes: int) -> None:
-    assert cli.metrics_window_minutes(interval) == minutes
-
-
 def settings_for(port: int = 0, *names: str) -> Settings:
     return Settings(
         targets=tuple(

@@ -44,7 +44,8 @@ from exporter.model import (
 from exporter.settings import build_target
 from exporter.sidekiq import decode
 from exporter.sidekiq.keys import KeyNames
-from exporter.sidekiq.reader import Reader, metrics_minutes
+from exporter.sidekiq.metrics_window import minute_starts
+from exporter.sidekiq.reader import Reader
 from exporter.store import Store, TargetStatus
 from tests.support.conformance import EXPORTER_ACL_COMMANDS
 from tests.support.exporter_process import ExporterProcess, Scrape
@@ -173,7 +174,7 @@ def test_key_names_across_boundaries(
 
 def test_read_window_crosses_midnight_minute_by_minute() -> None:
     now = utc(2025, 2, 14, 0, 1, 59).timestamp()
-    window = metrics_minutes(now, 3)
+    window = minute_starts(now, 3)
     assert window == [utc(2025, 2, 14, 0, 1), utc(2025, 2, 14, 0, 0), utc(2025, 2, 13, 23, 59)]
     assert [KEYS.metrics_minute_v7(t) for t in window] == [
         "j|20250214|0:1",

@@ -15,11 +15,10 @@ No read grows with a queue's length, nothing walks `retry` or `dead`, no `KEYS` 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -38,6 +37,7 @@ from exporter.resp import Command, Framed, PackCache, round_trip
 from exporter.sidekiq import decode
 from exporter.sidekiq.decode import Skip
 from exporter.sidekiq.keys import KeyNames
+from exporter.sidekiq.metrics_window import MIN_WINDOW_MINUTES, minute_starts, minutes_to_read
 
 # Fields read from every process hash, in this order (§5.2). `concurrency` exists from 8.1.2.
 PROCESS_FIELDS = ("info", "concurrency", "busy", "beat", "quiet", "rss", "rtt_us")
@@ -133,23 +133,6 @@ def _unique_text(members: Iterable[bytes]) -> list[str]:
     return list(dict.fromkeys(m.decode("utf-8", "replace") for m in members))
 
 
-# The widest metrics window after a gap between reads: an hour of per-minute buckets, two
-# hash reads per minute plus one histogram read per class and minute, once. Sidekiq keeps the
-# buckets for 8 h; a longer gap loses the executions before the last hour.
-MAX_CATCH_UP_MINUTES = 60
-
-
-def metrics_minutes(now: float, count: int) -> list[datetime]:
-    """Starts of the `count` UTC minutes whose buckets can still change: now's and earlier ones.
-
-    Sidekiq flushes into the bucket of the flush time (§6.2), so a minute stops growing when it
-    ends on the clock of the last worker to flush; earlier minutes cover that worker's skew
-    and `now`'s own error, and the gap between two polls.
-    """
-    current = int(now // 60) * 60
-    return [datetime.fromtimestamp(current - 60 * i, UTC) for i in range(count)]
-
-
 class Reader:
     """Reads Samples from one Sidekiq Redis; keeps no state between polls but what it learned
     of the server's commands (whether `BITFIELD_RO` is available) and which queues it exported
@@ -164,7 +147,7 @@ class Reader:
         # 100,000 keeps sets up to ~50,000 members in one reply; one such SSCAN of 10,000
         # queue names costs Redis ~1.3 ms, no more than the two pages it replaces.
         scan_count: int = 100_000,
-        metrics_window_minutes: int = 3,
+        metrics_window_minutes: int = MIN_WINDOW_MINUTES,
         queues: QueueSelector | None = None,
     ) -> None:
         self.keys = KeyNames.for_namespace(key_prefix)
@@ -175,18 +158,12 @@ class Reader:
         self.histograms_by_get = False
         self._packs = PackCache()  # a cache of request bytes, not of data
 
-    def _window_minutes(self, now: float, since: float | None) -> int:
-        if since is None:
-            return self.metrics_window_minutes
-        gap_minutes = math.ceil(max(0.0, now - since) / 60) + 2
-        return max(self.metrics_window_minutes, min(MAX_CATCH_UP_MINUTES, gap_minutes))
-
     async def read(self, client: Redis, now_hint: float, since: float | None = None) -> Sample:
         """One poll: a Sample of everything Sidekiq keeps in this Redis.
 
         `since` is the Redis time of the last successful read: after a gap (Redis or the
-        exporter down) the metrics window widens to cover every minute since, up to
-        MAX_CATCH_UP_MINUTES, so executions flushed meanwhile are still counted.
+        exporter down) the metrics window widens to cover every minute since
+        (`metrics_window.minutes_to_read`).
         """
         keys = self.keys
         collected = _Collected(Counter())
@@ -194,7 +171,8 @@ class Reader:
         self._packs.next_poll()
 
         # --- Round trip 1: sets, counters, sorted-set facts, TIME, metric buckets. ---
-        minutes = metrics_minutes(now_hint, self._window_minutes(now_hint, since))
+        count = minutes_to_read(self.metrics_window_minutes, now_hint, since)
+        minutes = minute_starts(now_hint, count)
         metric_keys: list[tuple[str, datetime, str]] = []  # (key, minute, family)
         for minute in minutes:
             metric_keys.append((keys.metrics_minute_v7(minute), minute, "7"))
