@@ -44,7 +44,7 @@ def target(url: str) -> TargetSettings:
 async def _time_polls(url: str, min_iterations: int, budget: float, warmup: int) -> PollTimes:
     client = create_redis_client(target(url), timeout=60.0)
     reader = Reader(metrics_window_minutes=3)
-    deriver = Deriver("bench", DeriveConfig(metrics_window_minutes=3, job_classes_max=10_000))
+    deriver = Deriver("bench", DeriveConfig(metrics_window_minutes=3))
     wall: list[float] = []
     cpu: list[float] = []
     sample: Sample | None = None

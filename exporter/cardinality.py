@@ -1,13 +1,14 @@
-"""Which queues a target exports: `--collect.queues.allow/deny` and `--collect.queues.max`.
+"""Every rule that limits series: allow/deny regexes and a cap per kind, with stable ranking.
 
-A queue that does not pass the allow/deny regexes (full match) is simply not exported and not
-counted. Of the queues that pass, at most `limit` are exported; each one beyond is dropped and
-counted under `sidekiq_exporter_skipped_items_total{reason="queue_limit"}` on every poll that
-drops it, never merged into a made-up label value such as "other". The first time a target
-drops a queue, one warning says so.
+One selector per kind, each holding its target's state between polls: `QueueSelector`
+(`--collect.queues.*`) and `JobClassSelector` (`--collect.job-classes.*`). A name that the
+allow/deny regexes (full match) exclude is simply not exported and not counted. A permitted
+name beyond the cap is dropped and counted under `sidekiq_exporter_skipped_items_total{reason}`
+on every poll that drops it, never merged into a made-up label value such as "other"; the first
+time a target drops one, one warning says so. No I/O here.
 
-Which queues are kept when there are too many is deterministic and stable across polls, so
-series do not flap when a queue appears or disappears:
+Queues: which ones are kept when there are too many is deterministic and stable across polls,
+so series do not flap when a queue appears or disappears:
 
 1. names from the `queues` set that this selector exported on the previous poll, by name;
 2. the other names from the `queues` set, by name;
@@ -15,24 +16,37 @@ series do not flap when a queue appears or disappears:
    collector shows them as empty queues), first those exported before, then by name.
 
 Queues from the `queues` set come first because the reader decides from them alone, before its
-second round trip, which queue tails (`LINDEX`) to read; later steps can only use what is left,
-so every queue exported from the set had its tail read.
+second round trip, which queue tails (`LINDEX`) to read (`plan`); later steps can only use what
+is left, so every queue exported from the set had its tail read. The selector keeps the names it
+exported last time, never more than the cap.
 
-The selector keeps one piece of state per target: the names it exported last time, which is
-never larger than the limit.
+Job classes: first come, first kept. A class once admitted stays admitted for the life of the
+target, so its counters never vanish and come back; the same classes label the per-class job
+families and the running-job series.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
+from typing import Final
 
-from exporter.logs import get_logger
+from exporter.logs import JOB_CLASS_LIMIT_REACHED, QUEUE_LIMIT_REACHED, get_logger
+from exporter.model import ProcessSample, QueueSample, RunningJob
 
 log = get_logger(__name__)
 
-QUEUE_LIMIT = "queue_limit"  # skip reason: a queue beyond --collect.queues.max
-QUEUE_LIMIT_REACHED = "queue_limit_reached"  # log event, once per target
+# Skip reasons: values of `sidekiq_exporter_skipped_items_total{reason}`.
+QUEUE_LIMIT: Final = "queue_limit"  # a queue beyond --collect.queues.max
+CLASS_LIMIT: Final = "class_limit"  # a job class beyond --collect.job-classes.max
+
+
+def _permitted(name: str, allow: re.Pattern[str] | None, deny: re.Pattern[str] | None) -> bool:
+    """True unless the allow/deny regexes (full match) exclude `name`."""
+    if allow is not None and allow.fullmatch(name) is None:
+        return False
+    return deny is None or deny.fullmatch(name) is None
 
 
 class QueueSelector:
@@ -62,9 +76,7 @@ class QueueSelector:
 
     def permitted(self, name: str) -> bool:
         """True unless the allow/deny regexes exclude `name`."""
-        if self.allow is not None and self.allow.fullmatch(name) is None:
-            return False
-        return self.deny is None or self.deny.fullmatch(name) is None
+        return _permitted(name, self.allow, self.deny)
 
     def plan(self, queue_set: Sequence[str]) -> frozenset[str]:
         """The names of the `queues` set that `select(queue_set, …)` will keep, whatever the
@@ -99,6 +111,34 @@ class QueueSelector:
             )
         return self._exported, dropped
 
+    def exported_only(
+        self,
+        queue_set: Sequence[str],
+        queues: list[QueueSample],
+        processes: list[ProcessSample],
+        running: list[RunningJob],
+    ) -> tuple[list[QueueSample], list[ProcessSample], list[RunningJob], int]:
+        """`select` for one poll's data, and every queue it does not export dropped wherever a
+        queue label would come from: the `queues` set, process capacities (served, never pushed
+        to), running jobs. The last item is how many queues the cap dropped."""
+        extra = {q for p in processes for q in p.queue_capacity}
+        extra.update(job.queue for job in running)
+        exported, dropped = self.select(queue_set, extra)
+        return (
+            [q for q in queues if q.name in exported],
+            [
+                p
+                if exported.issuperset(p.queue_capacity)
+                else replace(
+                    p,
+                    queue_capacity={q: n for q, n in p.queue_capacity.items() if q in exported},
+                )
+                for p in processes
+            ],
+            [job for job in running if job.queue in exported],
+            dropped,
+        )
+
     def _rank(self, names: Collection[str], budget: int | None) -> tuple[list[str], int]:
         """Permitted `names`, those exported last time first, then by name; cut at `budget`."""
         permitted = [n for n in names if self.permitted(n)]
@@ -107,3 +147,44 @@ class QueueSelector:
         previous = self._exported
         ranked = sorted(permitted, key=lambda n: (n not in previous, n))
         return ranked[:budget], len(ranked) - budget
+
+
+class JobClassSelector:
+    """Picks the job classes one target exports: first come, first kept, up to `limit`."""
+
+    def __init__(
+        self,
+        target: str = "",
+        *,
+        limit: int | None = None,
+        allow: re.Pattern[str] | None = None,
+        deny: re.Pattern[str] | None = None,
+    ) -> None:
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be at least 0")
+        self.target = target
+        self.limit = limit
+        self.allow = allow
+        self.deny = deny
+        self._admitted: dict[str, None] = {}
+        self._limit_logged = False
+
+    def admit(self, job_class: str, dropped: set[str]) -> bool:
+        """True if `job_class` is exported; one the cap turns away is added to `dropped`."""
+        if job_class in self._admitted:
+            return True
+        if not _permitted(job_class, self.allow, self.deny):
+            return False
+        if self.limit is not None and len(self._admitted) >= self.limit:
+            dropped.add(job_class)
+            if not self._limit_logged:
+                self._limit_logged = True
+                log.warning(
+                    JOB_CLASS_LIMIT_REACHED,
+                    target=self.target,
+                    limit=self.limit,
+                    first_dropped=job_class,
+                )
+            return False
+        self._admitted[job_class] = None
+        return True

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
-from exporter.cardinality import QueueSelector
+from exporter.cardinality import JobClassSelector, QueueSelector
 from exporter.clock import Clock, SystemClock
 from exporter.collector import STALE_AFTER_INTERVALS, SidekiqCollector
 from exporter.connection import create_redis_client
@@ -105,9 +105,6 @@ def build_pollers(
     window = window_minutes(settings.poll_interval)
     derive_config = DeriveConfig(
         metrics_window_minutes=window,
-        job_classes_max=settings.job_classes_max,
-        job_class_allow=settings.job_classes_allow,
-        job_class_deny=settings.job_classes_deny,
         # A gap the collector would call stale adds no SLA breach time, at any interval.
         max_breach_gap_seconds=STALE_AFTER_INTERVALS * settings.poll_interval,
         # SLA per queue: the config file's first matching `queues:` entry, else the name.
@@ -123,6 +120,12 @@ def build_pollers(
             allow=settings.queues_allow,
             deny=settings.queues_deny,
         )
+        classes = JobClassSelector(
+            target.name,
+            limit=settings.job_classes_max,
+            allow=settings.job_classes_allow,
+            deny=settings.job_classes_deny,
+        )
         reader = Reader(target.key_prefix, metrics_window_minutes=window, queues=queues)
         pollers.append(
             Poller(
@@ -130,7 +133,7 @@ def build_pollers(
                 settings,
                 store,
                 functools.partial(reader.read, client),
-                Deriver(target.name, derive_config),
+                Deriver(target.name, derive_config, classes=classes),
                 clock,
             )
         )

@@ -21,11 +21,11 @@ Nothing here touches Redis.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter.logs import JOB_CLASS_LIMIT_REACHED, JOB_METRICS_UNAVAILABLE, get_logger
+from exporter.cardinality import CLASS_LIMIT, JobClassSelector
+from exporter.logs import JOB_METRICS_UNAVAILABLE, get_logger
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     NO_SLA,
@@ -39,8 +39,6 @@ from exporter.sidekiq.metrics_window import MIN_WINDOW_MINUTES, window_start
 
 log = get_logger(__name__)
 
-CLASS_LIMIT = "class_limit"  # skip reason: a job class beyond --collect.job-classes.max
-
 
 def no_sla(queue: str) -> QueueSla:
     """The SLA resolver used when none is configured: no queue has an SLA."""
@@ -52,9 +50,6 @@ class DeriveConfig:
     """What derive needs to know from the settings."""
 
     metrics_window_minutes: int = MIN_WINDOW_MINUTES
-    job_classes_max: int = 500
-    job_class_allow: re.Pattern[str] | None = None
-    job_class_deny: re.Pattern[str] | None = None
     sla_for: Callable[[str], QueueSla] = field(default=no_sla)
     # A gap between polls longer than this (the exporter could not read) adds no breach time.
     max_breach_gap_seconds: float = 30.0
@@ -75,9 +70,17 @@ def _minute_values(
 class Deriver:
     """Per-target state between polls; call it with each new Sample to get a Snapshot."""
 
-    def __init__(self, target: str, config: DeriveConfig | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        config: DeriveConfig | None = None,
+        *,
+        classes: JobClassSelector | None = None,
+    ) -> None:
         self.target = target
         self.config = config or DeriveConfig()
+        # --collect.job-classes.*: the same classes label the job families and running jobs.
+        self.classes = classes if classes is not None else JobClassSelector(target)
         # minute key -> class -> last (executions, failures, ms, histogram) seen
         self._seen: dict[str, dict[str, tuple[int, int, int, tuple[int, ...]]]] = {}
         self._minute_start: dict[str, int] = {}  # minute key -> epoch start of that minute
@@ -85,12 +88,8 @@ class Deriver:
         self._forgotten_before: int | None = None
         self._baseline_taken = False  # the first sample is a baseline (see the module doc)
         self._totals: dict[str, JobClassTotals] = {}
-        # Classes admitted under --collect.job-classes.*, first come first kept: the same
-        # classes label the job families and the running-job series.
-        self._classes: dict[str, None] = {}
         self._job_metrics_seen = False
         self._unsupported_logged = False
-        self._class_limit_logged = False
         self._previous_redis_time: float | None = None
         self._breach_seconds: dict[str, float] = {}
         self._slas: dict[str, QueueSla] = {}
@@ -99,7 +98,7 @@ class Deriver:
         """Fold one sample into the state and return the snapshot to publish."""
         dropped: set[str] = set()
         self._accumulate_job_metrics(sample, dropped)
-        running = tuple(j for j in sample.running_jobs if self._class_allowed(j.job_class, dropped))
+        running = tuple(j for j in sample.running_jobs if self.classes.admit(j.job_class, dropped))
         supported = self._job_metrics_supported(sample)
         resolve, known = self.config.sla_for, self._slas
         queue_slas = {q.name: known.get(q.name) or resolve(q.name) for q in sample.queues}
@@ -116,28 +115,6 @@ class Deriver:
             # One per class dropped in this poll, however many minutes and series it had.
             skipped={CLASS_LIMIT: len(dropped)} if dropped else {},
         )
-
-    def _class_allowed(self, job_class: str, dropped: set[str]) -> bool:
-        if job_class in self._classes:
-            return True
-        config = self.config
-        if config.job_class_allow and not config.job_class_allow.fullmatch(job_class):
-            return False
-        if config.job_class_deny and config.job_class_deny.fullmatch(job_class):
-            return False
-        if len(self._classes) >= config.job_classes_max:
-            dropped.add(job_class)
-            if not self._class_limit_logged:
-                self._class_limit_logged = True
-                log.warning(
-                    JOB_CLASS_LIMIT_REACHED,
-                    target=self.target,
-                    limit=config.job_classes_max,
-                    first_dropped=job_class,
-                )
-            return False
-        self._classes[job_class] = None
-        return True
 
     def _accumulate_job_metrics(self, sample: Sample, dropped: set[str]) -> None:
         start = sample.metrics_window_start
@@ -160,7 +137,7 @@ class Deriver:
             self._minute_start[minute.key] = minute.minute_start
             for class_minute in minute.classes:
                 klass = class_minute.job_class
-                if not self._class_allowed(klass, dropped):
+                if not self.classes.admit(klass, dropped):
                     continue
                 previous = seen.get(klass, _ZERO_MINUTE)
                 current = _minute_values(class_minute, previous)

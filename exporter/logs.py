@@ -31,6 +31,7 @@ WEB_CERTIFICATE_RELOADED: Final = "web_certificate_reloaded"
 WEB_CERTIFICATE_RELOAD_FAILED: Final = "web_certificate_reload_failed"
 JOB_METRICS_UNAVAILABLE: Final = "job_metrics_unavailable"
 JOB_CLASS_LIMIT_REACHED: Final = "job_class_limit_reached"
+QUEUE_LIMIT_REACHED: Final = "queue_limit_reached"
 
 LEVELS: Final = {
     "debug": logging.DEBUG,

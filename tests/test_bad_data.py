@@ -28,8 +28,7 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exporter.cardinality import QUEUE_LIMIT
-from exporter.derive import CLASS_LIMIT
+from exporter.cardinality import CLASS_LIMIT, QUEUE_LIMIT
 from exporter.model import HISTOGRAM_BUCKETS, ProcessSample, RunningJob
 from exporter.sidekiq import decode
 from exporter.sidekiq.decode import Skip

@@ -1,4 +1,4 @@
-"""Queue cardinality: allow/deny regexes and --collect.queues.max, from selector to /metrics."""
+"""Cardinality: allow/deny regexes and caps per kind (queues, job classes), selector to /metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from exporter.cardinality import QUEUE_LIMIT, QUEUE_LIMIT_REACHED, QueueSelector
+from exporter.cardinality import QUEUE_LIMIT, QUEUE_LIMIT_REACHED, JobClassSelector, QueueSelector
+from exporter.logs import JOB_CLASS_LIMIT_REACHED
+from exporter.model import ProcessSample, QueueSample, RunningJob
 from exporter.sidekiq.reader import Reader
 from tests.support.exporter_process import ExporterProcess
 from tests.support.layouts import V8_1_2, SidekiqWriter
@@ -68,6 +70,51 @@ def test_queue_set_first_then_extras_with_what_is_left() -> None:
 def test_zero_budget_for_extras() -> None:
     selector = QueueSelector(limit=1)
     assert selector.select(["a"], ["b", "c"]) == ({"a"}, 2)
+
+
+def test_exported_only_drops_a_queue_wherever_its_label_would_come_from() -> None:
+    selector = QueueSelector(limit=2)
+    queues = [QueueSample(name, 1, None, False) for name in ("a", "b", "c")]
+    process = ProcessSample("p", "h", "", "", 5, 1, NOW, NOW, False, 0, 0.0, {"b": 5, "z": 5})
+    running = [RunningJob("p", "c", "J", NOW), RunningJob("p", "b", "J", NOW)]
+    kept, (served,), busy, dropped = selector.exported_only(
+        ["a", "b", "c"], queues, [process], running
+    )
+    assert [q.name for q in kept] == ["a", "b"]
+    assert served.queue_capacity == {"b": 5}  # "z" only served: over the cap like "c"
+    assert [job.queue for job in busy] == ["b"]
+    assert dropped == 2
+
+
+# --- job classes ---------------------------------------------------------------------------
+
+
+def test_job_classes_first_come_first_kept_and_counted_every_time() -> None:
+    selector = JobClassSelector("main", limit=2)
+    dropped: set[str] = set()
+    with capture_logs() as logs:
+        assert [selector.admit(c, dropped) for c in ("B", "A", "C", "B")] == [
+            True,
+            True,
+            False,
+            True,
+        ]
+        assert selector.admit("C", dropped) is False
+    assert dropped == {"C"}
+    assert [e["event"] for e in logs] == [JOB_CLASS_LIMIT_REACHED]  # once per target
+    assert (logs[0]["target"], logs[0]["limit"], logs[0]["first_dropped"]) == ("main", 2, "C")
+
+
+def test_job_class_allow_and_deny_are_full_matches_and_not_counted() -> None:
+    selector = JobClassSelector(allow=re.compile(r"Billing::.*"), deny=re.compile(r".*Test"))
+    dropped: set[str] = set()
+    admitted = [
+        c
+        for c in ("Billing::Invoice", "Billing::Test", "XBilling::A")
+        if selector.admit(c, dropped)
+    ]
+    assert admitted == ["Billing::Invoice"]
+    assert dropped == set()
 
 
 # --- the reader ----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 from structlog.testing import capture_logs
 
-from exporter.derive import CLASS_LIMIT, DeriveConfig, Deriver
+from exporter.cardinality import CLASS_LIMIT, JobClassSelector
+from exporter.derive import DeriveConfig, Deriver
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     ClassMinute,
@@ -47,9 +48,14 @@ def cm(name: str, p: int, f: int = 0, ms: int = 0, h: tuple[int, ...] | None = N
     return ClassMinute(name, p, f, ms, h or hist(b0=p - f))
 
 
-def started(config: DeriveConfig | None = None, now: float = T0 - 60) -> Deriver:
+def started(
+    config: DeriveConfig | None = None,
+    now: float = T0 - 60,
+    *,
+    classes: JobClassSelector | None = None,
+) -> Deriver:
     """A deriver past its first poll: a baseline taken on an empty Redis a minute before T0."""
-    derive = Deriver("main", config)
+    derive = Deriver("main", config, classes=classes)
     derive(sample(now))
     return derive
 
@@ -189,7 +195,7 @@ def test_restart_is_a_counter_reset_to_zero() -> None:
 
 
 def test_class_limit_drops_and_counts_never_merges() -> None:
-    derive = started(DeriveConfig(job_classes_max=2))
+    derive = started(classes=JobClassSelector("main", limit=2))
     with capture_logs() as logs:
         snap = derive(sample(T0 + 5, minute(T0, cm("A", 1), cm("B", 1), cm("C", 1), cm("D", 1))))
         snap2 = derive(sample(T0 + 15, minute(T0, cm("A", 2), cm("C", 5))))
@@ -202,10 +208,8 @@ def test_class_limit_drops_and_counts_never_merges() -> None:
 
 
 def test_allow_and_deny_patterns() -> None:
-    config = DeriveConfig(
-        job_class_allow=re.compile(r"Billing::.*"), job_class_deny=re.compile(r".*Test")
-    )
-    derive = Deriver("main", config)
+    classes = JobClassSelector(allow=re.compile(r"Billing::.*"), deny=re.compile(r".*Test"))
+    derive = Deriver("main", classes=classes)
     snap = derive(
         sample(T0 + 5, minute(T0, cm("Billing::Invoice", 1), cm("Billing::Test", 1), cm("X", 1)))
     )
@@ -270,7 +274,7 @@ def test_running_jobs_by_class_follow_the_same_class_limit() -> None:
 
     from exporter.model import RunningJob
 
-    derive = Deriver("main", DeriveConfig(job_classes_max=2))
+    derive = Deriver("main", classes=JobClassSelector(limit=2))
     running = tuple(RunningJob("id", "default", klass, T0) for klass in ("A", "B", "C", "B"))
     snap = derive(replace(sample(T0 + 5, minute(T0, cm("A", 1))), running_jobs=running))
     # A (from the metrics) and B fill the limit; C is dropped, counted once, not merged.

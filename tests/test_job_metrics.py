@@ -30,9 +30,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
+from exporter.cardinality import CLASS_LIMIT
 from exporter.collector import HISTOGRAM_LE, SidekiqCollector
 from exporter.connection import create_redis_client
-from exporter.derive import CLASS_LIMIT, Deriver
+from exporter.derive import Deriver
 from exporter.model import (
     HISTOGRAM_BUCKET_BOUNDS_MS,
     HISTOGRAM_BUCKETS,

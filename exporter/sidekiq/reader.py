@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from redis.asyncio import Redis
@@ -313,9 +313,11 @@ class Reader:
                         running.append(job)
                     else:
                         collected.skip(job)
-        queues, processes, running = self._exported_queues_only(
-            queue_names, queues, processes, running, collected
+        queues, processes, running, dropped = self.queues.exported_only(
+            queue_names, queues, processes, running
         )
+        if dropped:
+            collected.skipped[QUEUE_LIMIT] += dropped
 
         histogram_replies = replies[position:]
         if (
@@ -363,35 +365,6 @@ class Reader:
             skipped=dict(+collected.skipped),
             enqueued_jobs=enqueued_jobs,
             metrics_window_start=int(minutes[-1].timestamp()),
-        )
-
-    def _exported_queues_only(
-        self,
-        queue_names: Sequence[str],
-        queues: list[QueueSample],
-        processes: list[ProcessSample],
-        running: list[RunningJob],
-        collected: _Collected,
-    ) -> tuple[list[QueueSample], list[ProcessSample], list[RunningJob]]:
-        """Drop every queue the selector does not export, wherever a queue label would come
-        from: the `queues` set, process capacities (served, never pushed to), running jobs."""
-        extra = {q for p in processes for q in p.queue_capacity}
-        extra.update(job.queue for job in running)
-        exported, dropped = self.queues.select(queue_names, extra)
-        if dropped:
-            collected.skipped[QUEUE_LIMIT] += dropped
-        return (
-            [q for q in queues if q.name in exported],
-            [
-                p
-                if exported.issuperset(p.queue_capacity)
-                else replace(
-                    p,
-                    queue_capacity={q: n for q, n in p.queue_capacity.items() if q in exported},
-                )
-                for p in processes
-            ],
-            [job for job in running if job.queue in exported],
         )
 
     def _histogram_key(self, job_class: str, minute: datetime, family: str) -> str:
