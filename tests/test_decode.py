@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 import pytest
+from redis.exceptions import ResponseError
 
 from exporter.model import HISTOGRAM_BUCKETS, ProcessSample, RunningJob
 from exporter.sidekiq import decode
@@ -206,3 +207,53 @@ def test_histogram_malformed() -> None:
     assert decode.decode_histogram_bytes(b"x" * 1000) == Skip(decode.INVALID_METRIC)
     assert decode.decode_histogram_bitfield([1, 2]) == Skip(decode.INVALID_METRIC)
     assert decode.decode_histogram_bitfield(["a"] * 26) == Skip(decode.INVALID_METRIC)
+
+
+# --- whole replies: each reader section's slice ----------------------------------------------
+
+
+def test_error_replies_are_counted_by_kind_never_raised() -> None:
+    skipped = decode.Skipped()
+    assert skipped.error(ResponseError("WRONGTYPE Operation against a key"))
+    assert skipped.error(ResponseError("ERR something else"))
+    assert not skipped.error(b"value")
+    assert decode.int_reply(b"lots", skipped) == 0  # a counter that is not a number
+    assert skipped == {decode.WRONG_TYPE: 1, decode.COMMAND_ERROR: 2}
+
+
+def test_queues_section_reads_a_tail_only_for_the_queues_planned() -> None:
+    skipped = decode.Skipped()
+    replies = [5, job(enqueued_at=NOW - 3), 7, 2, b"{not json", ResponseError("WRONGTYPE x")]
+    queues, enqueued = decode.queues(
+        ["a", "b", "c", "d"], frozenset({"a", "c"}), {"c"}, replies, skipped
+    )
+    # a: LLEN + LINDEX; b: LLEN only; c: LLEN + LINDEX; d: LLEN (an error reply) only.
+    assert [(q.name, q.size, q.oldest_job_timestamp, q.paused) for q in queues] == [
+        ("a", 5, NOW - 3, False),
+        ("c", 2, None, True),
+    ]
+    assert enqueued == 14  # every queue's size, its tail read or not
+    assert skipped == {decode.INVALID_JOB: 1, decode.WRONG_TYPE: 1}
+
+
+def test_processes_section_takes_three_replies_per_identity() -> None:
+    skipped = decode.Skipped()
+    info = json.dumps({"hostname": "h", "queues": ["default"], "concurrency": 5}).encode()
+    fields = [info, None, b"1", b"1755450000.5", None, b"100", b"300"]
+    work = json.dumps({"queue": "default", "payload": {"class": "J"}, "run_at": 1}).encode()
+    replies = [fields, [b"t1", work], [], [None] * 7, [], []]
+    processes, running = decode.processes(["live:1:a", "stale:2:b"], replies, skipped)
+    assert [p.identity for p in processes] == ["live:1:a"]  # the stale member has no hash
+    assert running == [RunningJob("live:1:a", "default", "J", 1.0)]
+    assert skipped == {}
+
+
+def test_histogram_reply_unreadable_is_none_and_bitfield_refusal_is_recognised() -> None:
+    skipped = decode.Skipped()
+    assert decode.histogram(ResponseError("ERR x"), False, skipped) is None
+    assert decode.histogram([1] * HISTOGRAM_BUCKETS, False, skipped) == (1,) * HISTOGRAM_BUCKETS
+    assert decode.histogram(None, True, skipped) == (0,) * HISTOGRAM_BUCKETS  # GET of no key
+    assert decode.bitfield_ro_refused([ResponseError("ERR unknown command 'BITFIELD_RO'")])
+    assert decode.bitfield_ro_refused([ResponseError("NOPERM this user has no permissions")])
+    assert not decode.bitfield_ro_refused([ResponseError("WRONGTYPE x")])
+    assert skipped == {decode.COMMAND_ERROR: 1}
