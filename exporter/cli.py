@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from exporter import __version__
 from exporter.cardinality import JobClassSelector, QueueSelector
 from exporter.clock import Clock, SystemClock
-from exporter.collector import STALE_AFTER_INTERVALS, SidekiqCollector
+from exporter.collector import SidekiqCollector
 from exporter.connection import create_redis_client
 from exporter.derive import DeriveConfig, Deriver
 from exporter.logs import (
@@ -32,6 +32,7 @@ from exporter.logs import (
     configure_logging,
     get_logger,
 )
+from exporter.model import STALE_AFTER_INTERVALS
 from exporter.poller import Poller
 from exporter.render_cache import RenderRegistry
 from exporter.settings import (
@@ -164,8 +165,8 @@ async def serve(
 
     store = Store(target.name for target in settings.targets)
     # Lists its collectors so /metrics can render the Sidekiq collector (pinnable) once per
-    # store state. Collectors without names (the Sidekiq one describes none) must stay in
-    # `name[]`-restricted scrapes too.
+    # store state. Collectors without names (client_python's process and platform collectors
+    # describe none) must stay in `name[]`-restricted scrapes too.
     registry = RenderRegistry(auto_describe=False, support_collectors_without_names=True)
     # The usual process_* and python_info series, as every client_python exporter has; they
     # change on every scrape and are rendered on every scrape.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, cast
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -29,12 +29,16 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter import metrics as m
 from exporter.clock import Clock
-from exporter.model import HISTOGRAM_BUCKET_BOUNDS_MS, ScheduledSetSample, Snapshot, clamp_age
+from exporter.model import (
+    HISTOGRAM_BUCKET_BOUNDS_MS,
+    STALE_AFTER_INTERVALS,
+    ScheduledSetSample,
+    Snapshot,
+    clamp_age,
+)
 from exporter.store import Store, TargetStatus
-
-# A snapshot older than this many poll intervals is stale: its Sidekiq families are dropped.
-STALE_AFTER_INTERVALS = 3
 
 # Upper bounds of Sidekiq's histogram buckets in seconds, as Prometheus `le` labels: Sidekiq's
 # own bounds (0.02, 0.03, …, 335), not `bound − 1 ms`. Sidekiq files a job under the first
@@ -60,52 +64,59 @@ class CollectorSettings(Protocol):
     def collect_processes(self) -> bool: ...
 
 
-def _fmt_interval(seconds: float) -> str:
-    return f"{seconds:g}s"
+_KINDS: dict[m.Kind, Callable[..., Metric]] = {
+    "gauge": GaugeMetricFamily,
+    "info": GaugeMetricFamily,  # an info-style gauge: value 1, the facts in its labels
+    "counter": CounterMetricFamily,
+    "histogram": HistogramMetricFamily,
+}
 
 
-_F = TypeVar("_F", bound=Metric)
+class _Series(Protocol):
+    """What gauge, counter and info families have in common: one value per series."""
+
+    def add_metric(self, labels: Sequence[str], value: float) -> None: ...
 
 
 class _Families:
-    """Builds metric families for all targets, creating each family on first use."""
+    """Builds the metric families for all targets: only rows of the metric table, each family
+    created on first use (so a family without series is not exposed)."""
 
-    def __init__(self, sampled: str) -> None:
-        self.sampled = sampled
+    def __init__(self, poll_interval: float) -> None:
+        self.sampled = f"Sampled every {poll_interval:g}s."
         self.families: dict[str, Metric] = {}
 
-    def _family(
-        self, kind: Callable[..., _F], name: str, documentation: str, labels: Sequence[str]
-    ) -> _F:
-        family = self.families.get(name)
+    def family(self, row: m.Family) -> Metric:
+        """The family of `row`, created the first time it is asked for; only table rows."""
+        family = self.families.get(row.name)
         if family is None:
+            if m.BY_NAME.get(row.name) is not row:
+                raise ValueError(
+                    f"{row.name} is not a row of the metric table (exporter/metrics.py)"
+                )
             # Sidekiq data is a sample of the last poll; the exporter's own metrics are not.
-            own = name == "sidekiq_up" or name.startswith("sidekiq_exporter_")
-            help_text = documentation if own else f"{documentation} {self.sampled}"
-            family = kind(name, help_text, labels=list(labels))
-            self.families[name] = family
-        return family  # type: ignore[return-value]  # the name always maps to one kind
+            help_text = row.help if row.own else f"{row.help} {self.sampled}"
+            family = _KINDS[row.kind](row.name, help_text, labels=list(row.labels))
+            self.families[row.name] = family
+        return family
 
-    def gauge(
-        self, name: str, doc: str, labels: Sequence[str], values: Sequence[str], value: float
-    ) -> None:
-        self._family(GaugeMetricFamily, name, doc, labels).add_metric(list(values), value)
-
-    def counter(
-        self, name: str, doc: str, labels: Sequence[str], values: Sequence[str], value: float
-    ) -> None:
-        self._family(CounterMetricFamily, name, doc, labels).add_metric(list(values), value)
+    def add(self, row: m.Family, values: Sequence[str], value: float) -> None:
+        """One series of a gauge, counter or info family; `values` in `row.labels` order."""
+        if row.kind == "histogram":
+            raise ValueError(f"{row.name} is a histogram: its series go through histogram()")
+        cast(_Series, self.family(row)).add_metric(list(values), value)
 
     def histogram(
         self,
-        name: str,
-        doc: str,
-        labels: Sequence[str],
+        row: m.Family,
         values: Sequence[str],
         buckets: Sequence[tuple[str, float]],
         sum_value: float,
     ) -> None:
-        family = self._family(HistogramMetricFamily, name, doc, labels)
+        """One series of a histogram family: cumulative `buckets` (`le`, count), then `_sum`."""
+        if row.kind != "histogram":
+            raise ValueError(f"{row.name} is a {row.kind}, not a histogram")
+        family = cast(HistogramMetricFamily, self.family(row))
         family.add_metric(list(values), list(buckets), sum_value)
 
 
@@ -137,9 +148,10 @@ class SidekiqCollector(Collector):
         self.clock = clock
 
     def describe(self) -> Iterable[Metric]:
-        # Families depend on the data; describing none keeps registration cheap and lets the
-        # registry skip its duplicate-name check for this collector.
-        return []
+        """Every family the collector can emit, from the metric table, without series: the
+        registry checks their names for duplicates and routes `name[]` scrapes here by them."""
+        families = _Families(self.settings.poll_interval)
+        return [families.family(row) for row in m.METRICS]
 
     def collect(self) -> Iterator[Metric]:
         _, pinned = self.pin()
@@ -163,14 +175,8 @@ class SidekiqCollector(Collector):
 
     def _build(self, statuses: Sequence[TargetStatus], fresh: Sequence[bool]) -> Iterator[Metric]:
         """The families for `statuses`, each target fresh or not as `fresh` says."""
-        families = _Families(f"Sampled every {_fmt_interval(self.settings.poll_interval)}.")
-        families.gauge(
-            "sidekiq_exporter_build_info",
-            "sidekiq-exporter build, value 1.",
-            ["version"],
-            [__version__],
-            1,
-        )
+        families = _Families(self.settings.poll_interval)
+        families.add(m.BUILD_INFO, [__version__], 1)
         for status, is_fresh in zip(statuses, fresh, strict=True):
             self._exporter_metrics(families, status, up=status.up and is_fresh)
             if is_fresh and status.snapshot is not None:
@@ -186,110 +192,36 @@ class SidekiqCollector(Collector):
 
     def _exporter_metrics(self, f: _Families, status: TargetStatus, *, up: bool) -> None:
         t = [status.target]
-        f.gauge(
-            "sidekiq_up",
-            "1 if the last poll of this target's Redis succeeded and its data is fresh "
-            f"(younger than {STALE_AFTER_INTERVALS} poll intervals), else 0.",
-            ["target"],
-            t,
-            1 if up else 0,
-        )
+        f.add(m.UP, t, 1 if up else 0)
         if status.last_poll_duration_seconds is not None:
-            f.gauge(
-                "sidekiq_exporter_poll_duration_seconds",
-                "Duration of the last poll of this target's Redis.",
-                ["target"],
-                t,
-                status.last_poll_duration_seconds,
-            )
+            f.add(m.POLL_DURATION, t, status.last_poll_duration_seconds)
         for result, count in (("success", status.polls_success), ("error", status.polls_error)):
-            f.counter(
-                "sidekiq_exporter_polls",
-                "Polls of this target's Redis, by result.",
-                ["target", "result"],
-                [status.target, result],
-                count,
-            )
+            f.add(m.POLLS, [status.target, result], count)
         if status.last_success_timestamp is not None:
-            f.gauge(
-                "sidekiq_exporter_last_poll_success_timestamp_seconds",
-                "When the last successful poll of this target finished (exporter clock).",
-                ["target"],
-                t,
-                status.last_success_timestamp,
-            )
+            f.add(m.LAST_POLL_SUCCESS, t, status.last_success_timestamp)
         if status.last_round_trips is not None:
-            f.gauge(
-                "sidekiq_exporter_redis_round_trips",
-                "Redis round trips the last successful poll needed (constant per poll).",
-                ["target"],
-                t,
-                status.last_round_trips,
-            )
+            f.add(m.ROUND_TRIPS, t, status.last_round_trips)
         for reason, count in sorted(status.skipped_totals.items()):
-            f.counter(
-                "sidekiq_exporter_skipped_items",
-                "Items read from Redis but skipped: malformed, wrong Redis type, over a limit.",
-                ["target", "reason"],
-                [status.target, reason],
-                count,
-            )
+            f.add(m.SKIPPED_ITEMS, [status.target, reason], count)
 
     def _sidekiq_metrics(self, f: _Families, snapshot: Snapshot) -> None:
         sample, target = snapshot.sample, snapshot.target
         now = sample.redis_time
         t = [target]
-        f.counter(
-            "sidekiq_processed_jobs",
-            "Jobs executed, failures included (Sidekiq stat:processed).",
-            ["target"],
-            t,
-            sample.processed,
-        )
-        f.counter(
-            "sidekiq_failed_jobs",
-            "Job executions that raised (Sidekiq stat:failed).",
-            ["target"],
-            t,
-            sample.failed,
-        )
-        f.gauge(
-            "sidekiq_enqueued_jobs",
-            "Jobs waiting in all queues (sum of the queue sizes, exported or not).",
-            ["target"],
-            t,
-            sample.enqueued_total,
-        )
-        f.gauge(
-            "sidekiq_scheduled_jobs",
-            "Jobs in the schedule set.",
-            ["target"],
-            t,
-            sample.scheduled.size,
-        )
-        f.gauge("sidekiq_retry_jobs", "Jobs in the retry set.", ["target"], t, sample.retry.size)
-        f.gauge("sidekiq_dead_jobs", "Jobs in the dead set.", ["target"], t, sample.dead_size)
+        f.add(m.PROCESSED_JOBS, t, sample.processed)
+        f.add(m.FAILED_JOBS, t, sample.failed)
+        f.add(m.ENQUEUED_JOBS, t, sample.enqueued_total)
+        f.add(m.SCHEDULED_JOBS, t, sample.scheduled.size)
+        f.add(m.RETRY_JOBS, t, sample.retry.size)
+        f.add(m.DEAD_JOBS, t, sample.dead_size)
         sets: tuple[tuple[str, ScheduledSetSample], ...] = (
             ("schedule", sample.scheduled),
             ("retry", sample.retry),
         )
         for set_name, zset in sets:
-            f.gauge(
-                "sidekiq_scheduled_overdue_jobs",
-                "Members of the schedule or retry set already due but not yet moved to a queue.",
-                ["target", "set"],
-                [target, set_name],
-                zset.overdue,
-            )
+            f.add(m.SCHEDULED_OVERDUE_JOBS, [target, set_name], zset.overdue)
             lag = clamp_age(now, zset.oldest_score) if zset.oldest_score is not None else 0.0
-            f.gauge(
-                "sidekiq_scheduled_lag_seconds",
-                "How long the oldest due member of the set has been waiting to be moved, 0 if "
-                "none: a stuck scheduler shows here first.",
-                ["target", "set"],
-                [target, set_name],
-                lag,
-            )
+            f.add(m.SCHEDULED_LAG, [target, set_name], lag)
         self._queue_metrics(f, snapshot)
         self._process_metrics(f, snapshot)
         self._running_metrics(f, snapshot)
@@ -318,170 +250,42 @@ class SidekiqCollector(Collector):
         for name in names + extra:
             labels = [target, name]
             queue = by_name.get(name)
-            f.gauge(
-                "sidekiq_queue_enqueued_jobs",
-                "Jobs waiting in the queue (LLEN).",
-                ["target", "queue"],
-                labels,
-                queue.size if queue else 0,
-            )
-            f.gauge(
-                "sidekiq_queue_latency_seconds",
-                "Age of the oldest job in the queue (enqueued_at, else created_at), 0 if empty.",
-                ["target", "queue"],
-                labels,
-                queue.latency_at(now) if queue else 0.0,
-            )
-            f.gauge(
-                "sidekiq_queue_paused",
-                "1 if Sidekiq Pro has paused the queue.",
-                ["target", "queue"],
-                labels,
-                1 if queue and queue.paused else 0,
-            )
-            f.gauge(
-                "sidekiq_queue_busy_workers",
-                "Jobs of this queue running now, counted from the processes' work hashes.",
-                ["target", "queue"],
-                labels,
-                busy.get(name, 0),
-            )
-            f.gauge(
-                "sidekiq_queue_workers",
-                "Threads of live processes that serve this queue (capacity).",
-                ["target", "queue"],
-                labels,
-                workers.get(name, 0),
-            )
-            f.gauge(
-                "sidekiq_queue_processes",
-                "Live processes that serve this queue.",
-                ["target", "queue"],
-                labels,
-                listeners.get(name, 0),
-            )
-            f.gauge(
-                "sidekiq_queue_max_processing_time_seconds",
-                "Age of the oldest job of this queue running now, 0 if none.",
-                ["target", "queue"],
-                labels,
-                clamp_age(now, oldest_run.get(name)),
-            )
+            f.add(m.QUEUE_ENQUEUED_JOBS, labels, queue.size if queue else 0)
+            f.add(m.QUEUE_LATENCY, labels, queue.latency_at(now) if queue else 0.0)
+            f.add(m.QUEUE_PAUSED, labels, 1 if queue and queue.paused else 0)
+            f.add(m.QUEUE_BUSY_WORKERS, labels, busy.get(name, 0))
+            f.add(m.QUEUE_WORKERS, labels, workers.get(name, 0))
+            f.add(m.QUEUE_PROCESSES, labels, listeners.get(name, 0))
+            f.add(m.QUEUE_MAX_PROCESSING_TIME, labels, clamp_age(now, oldest_run.get(name)))
         for name in names:
             sla = snapshot.queue_slas.get(name)
             if sla is None:
                 continue
             labels = [target, name]
-            f.gauge(
-                "sidekiq_queue_info",
-                "Queue facts, value 1: component, and where its SLA comes from (name/config/none).",
-                ["target", "queue", "component", "sla_source"],
-                [target, name, sla.component, sla.source],
-                1,
-            )
+            f.add(m.QUEUE_INFO, [target, name, sla.component, sla.source], 1)
             if sla.seconds is None:
                 continue
-            f.gauge(
-                "sidekiq_queue_sla_seconds",
-                "Latency the queue promises, from its name (within_5_seconds) or the config file.",
-                ["target", "queue"],
-                labels,
-                sla.seconds,
-            )
-            f.counter(
-                "sidekiq_queue_sla_breach_seconds",
-                "Seconds this exporter observed the queue's latency above its SLA, measured on "
-                "Redis TIME between polls; rate() is the fraction of time in breach.",
-                ["target", "queue"],
-                labels,
-                snapshot.sla_breach_seconds.get(name, 0.0),
-            )
+            f.add(m.QUEUE_SLA, labels, sla.seconds)
+            f.add(m.QUEUE_SLA_BREACH, labels, snapshot.sla_breach_seconds.get(name, 0.0))
 
     def _process_metrics(self, f: _Families, snapshot: Snapshot) -> None:
         sample, target = snapshot.sample, snapshot.target
         processes = sample.processes
-        f.gauge(
-            "sidekiq_processes",
-            "Live Sidekiq processes (their heartbeat hash exists; stale set members ignored).",
-            ["target"],
-            [target],
-            len(processes),
-        )
-        f.gauge(
-            "sidekiq_workers",
-            "Total concurrency (threads) of the live processes.",
-            ["target"],
-            [target],
-            sum(p.concurrency for p in processes),
-        )
-        f.gauge(
-            "sidekiq_busy_workers",
-            "Jobs running now on the live processes (sum of their busy counts).",
-            ["target"],
-            [target],
-            sum(p.busy for p in processes),
-        )
+        f.add(m.PROCESSES, [target], len(processes))
+        f.add(m.WORKERS, [target], sum(p.concurrency for p in processes))
+        f.add(m.BUSY_WORKERS, [target], sum(p.busy for p in processes))
         if not self.settings.collect_processes:
             return
-        names = ["target", "identity", "hostname", "tag"]
         for p in processes:
             labels = [target, p.identity, p.hostname, p.tag]
-            f.gauge(
-                "sidekiq_process_busy_workers",
-                "Jobs running on the process.",
-                names,
-                labels,
-                p.busy,
-            )
-            f.gauge(
-                "sidekiq_process_concurrency",
-                "Threads of the process.",
-                names,
-                labels,
-                p.concurrency,
-            )
-            f.gauge(
-                "sidekiq_process_memory_rss_bytes",
-                "Resident memory of the process as it reported it (0 where unknown).",
-                names,
-                labels,
-                p.rss_bytes,
-            )
-            f.gauge(
-                "sidekiq_process_redis_rtt_seconds",
-                "Redis PING round trip the process measured at its last heartbeat.",
-                names,
-                labels,
-                p.redis_rtt_seconds,
-            )
-            f.gauge(
-                "sidekiq_process_heartbeat_timestamp_seconds",
-                "When the process last beat (its own clock).",
-                names,
-                labels,
-                p.heartbeat_timestamp,
-            )
-            f.gauge(
-                "sidekiq_process_start_time_seconds",
-                "When the process started (its own clock).",
-                names,
-                labels,
-                p.start_timestamp,
-            )
-            f.gauge(
-                "sidekiq_process_quiet",
-                "1 if the process is quiet or stopping (it fetches no new jobs).",
-                names,
-                labels,
-                1 if p.quiet else 0,
-            )
-            f.gauge(
-                "sidekiq_process_info",
-                "Process facts, value 1.",
-                [*names, "version"],
-                [*labels, p.version],
-                1,
-            )
+            f.add(m.PROCESS_BUSY_WORKERS, labels, p.busy)
+            f.add(m.PROCESS_CONCURRENCY, labels, p.concurrency)
+            f.add(m.PROCESS_MEMORY_RSS, labels, p.rss_bytes)
+            f.add(m.PROCESS_REDIS_RTT, labels, p.redis_rtt_seconds)
+            f.add(m.PROCESS_HEARTBEAT, labels, p.heartbeat_timestamp)
+            f.add(m.PROCESS_START_TIME, labels, p.start_timestamp)
+            f.add(m.PROCESS_QUIET, labels, 1 if p.quiet else 0)
+            f.add(m.PROCESS_INFO, [*labels, p.version], 1)
 
     def _running_metrics(self, f: _Families, snapshot: Snapshot) -> None:
         # Only jobs whose class is within the job-class limits get a `class` label.
@@ -494,39 +298,18 @@ class SidekiqCollector(Collector):
             oldest[key] = min(oldest.get(key, job.run_at), job.run_at)
         for (queue, job_class), running in sorted(count.items()):
             labels = [target, queue, job_class]
-            f.gauge(
-                "sidekiq_running_jobs",
-                "Jobs running now, by queue and class (wrapped class for ActiveJob).",
-                ["target", "queue", "class"],
-                labels,
-                running,
-            )
-            f.gauge(
-                "sidekiq_running_job_max_age_seconds",
-                "Age of the oldest running job of this queue and class.",
-                ["target", "queue", "class"],
+            f.add(m.RUNNING_JOBS, labels, running)
+            f.add(
+                m.RUNNING_JOB_MAX_AGE,
                 labels,
                 clamp_age(sample.redis_time, oldest[(queue, job_class)]),
             )
 
     def _job_class_metrics(self, f: _Families, snapshot: Snapshot) -> None:
-        names = ["target", "class"]
         for job_class, totals in sorted(snapshot.job_classes.items()):
             labels = [snapshot.target, job_class]
-            f.counter(
-                "sidekiq_job_executions",
-                "Job executions by class, failures included, from Sidekiq's per-minute metrics.",
-                names,
-                labels,
-                totals.executions,
-            )
-            f.counter(
-                "sidekiq_job_failures",
-                "Job executions that raised, by class, from Sidekiq's per-minute metrics.",
-                names,
-                labels,
-                totals.failures,
-            )
+            f.add(m.JOB_EXECUTIONS, labels, totals.executions)
+            f.add(m.JOB_FAILURES, labels, totals.failures)
             cumulative, buckets = 0, []
             for le, count in zip(HISTOGRAM_LE, totals.histogram, strict=False):
                 cumulative += count
@@ -540,13 +323,4 @@ class SidekiqCollector(Collector):
             #   (never below a finite bucket); both sides only grow, so their max does too.
             everything = cumulative + sum(totals.histogram[len(HISTOGRAM_LE) :])
             buckets.append(("+Inf", float(max(totals.successes, everything))))
-            f.histogram(
-                "sidekiq_job_duration_seconds",
-                "Duration of successful job executions only (failures are not timed), by "
-                "class, built from Sidekiq's per-minute buckets; each bucket saturates at "
-                "65,535 per class per minute (the excess shows in +Inf only).",
-                names,
-                labels,
-                buckets,
-                totals.milliseconds / 1000,
-            )
+            f.histogram(m.JOB_DURATION, labels, buckets, totals.milliseconds / 1000)

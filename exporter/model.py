@@ -22,6 +22,10 @@ HISTOGRAM_BUCKET_BOUNDS_MS: tuple[int, ...] = (
 )  # fmt: skip
 HISTOGRAM_BUCKETS = len(HISTOGRAM_BUCKET_BOUNDS_MS) + 1
 
+# A snapshot older than this many poll intervals is stale: its Sidekiq families are no longer
+# exported and `sidekiq_up` is 0.
+STALE_AFTER_INTERVALS = 3
+
 
 def clamp_age(now: float, then: float | None) -> float:
     """Seconds from `then` to `now`, never negative (clock skew between hosts), 0 if unknown."""

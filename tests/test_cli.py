@@ -207,7 +207,7 @@ async def test_serve_until_stopped_then_releases_everything() -> None:
         async with aiohttp.ClientSession() as session:
             await wait_until_serving(session, base)
             status, text = await get(session, f"{base}/metrics")
-            # `name[]` reaches the Sidekiq collector too (it describes no names).
+            # `name[]` reaches the Sidekiq collector too (by the names it describes from the table).
             filtered = await get(session, f"{base}/metrics?name[]=sidekiq_up&name[]=python_info")
         assert status == 200
         names = {f.name for f in text_string_to_metric_families(text)}

@@ -19,8 +19,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics import parser as om_parser
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import STALE_AFTER_INTERVALS, SidekiqCollector
-from exporter.model import QueueSample, Snapshot
+from exporter.collector import SidekiqCollector
+from exporter.model import STALE_AFTER_INTERVALS, QueueSample, Snapshot
 from exporter.render_cache import MAX_FORMATS, RenderCache, RenderRegistry, join_bodies
 from exporter.settings import Settings, build_target
 from exporter.store import Store, TargetStatus

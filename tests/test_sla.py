@@ -21,10 +21,9 @@ from prometheus_client import CollectorRegistry
 
 from exporter import cli
 from exporter.clock import SystemClock
-from exporter.collector import STALE_AFTER_INTERVALS
 from exporter.demo import V7, SidekiqWriter
 from exporter.derive import DeriveConfig, Deriver
-from exporter.model import NO_SLA, QueueSample, QueueSla, Sample
+from exporter.model import NO_SLA, STALE_AFTER_INTERVALS, QueueSample, QueueSla, Sample
 from exporter.settings import QueueRule, Settings, build_target, load_settings
 from exporter.sla import NUMBER_WORDS, UNIT_SECONDS, SlaResolver, sla_from_name
 from exporter.store import Store

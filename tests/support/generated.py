@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from exporter import reference
 from tests.support import golden
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +21,7 @@ REGENERATE = ".venv/bin/python -m tests.support.generated"
 GENERATED: dict[str, Callable[[], bytes]] = {
     "tests/golden/metrics.txt": golden.render_text,
     "tests/golden/metrics.openmetrics.txt": golden.render_openmetrics,
+    "docs/metrics.md": lambda: reference.metrics_reference().encode(),
 }
 
 _MAX_DIFF_LINES = 60
