@@ -22,6 +22,7 @@ from exporter import __version__
 from exporter.cardinality import JobClassSelector, QueueSelector
 from exporter.clock import Clock, SystemClock
 from exporter.collector import SidekiqCollector
+from exporter.config_file import ConfigError
 from exporter.connection import create_redis_client
 from exporter.derive import DeriveConfig, Deriver
 from exporter.logs import (
@@ -37,7 +38,6 @@ from exporter.poller import Poller
 from exporter.render_cache import RenderRegistry
 from exporter.settings import (
     PROG,
-    ConfigError,
     InfoRequested,
     Settings,
     format_listen_address,

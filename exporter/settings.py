@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from exporter import __version__
+from exporter import __version__, config_file
+from exporter.config_file import ConfigError
 
 PROG: Final = "sidekiq-exporter"
 ENV_PREFIX: Final = "SIDEKIQ_EXPORTER_"
@@ -59,10 +60,6 @@ _REDACTED: Final = "***"
 _SECRET_QUERY_KEYS: Final = frozenset({"password", "username"})
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; the message is one line naming the problem."""
 
 
 class InfoRequested(Exception):  # not an error: a request to print something and exit 0
@@ -397,13 +394,7 @@ def build_target(
 
 def read_password_file(path: str) -> str:
     """The password in `path`, without its trailing newline; ConfigError if unreadable/empty."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read password file {path!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"cannot read password file {path!r}: not UTF-8 text") from None
-    password = text.rstrip("\r\n")
+    password = config_file.read_text(path, "password file ").rstrip("\r\n")
     if not password:
         raise ConfigError(f"password file {path!r} is empty")
     return password
@@ -658,7 +649,7 @@ def _settings_from(raw: Mapping[str, _Raw], *, stdout_is_tty: bool) -> Settings:
     classes_max = _checked(raw.get("collect.job-classes.max"), DEFAULT_JOB_CLASSES_MAX, parse_limit)
     classes_allow = _checked(raw.get("collect.job-classes.allow"), None, parse_regex)
     classes_deny = _checked(raw.get("collect.job-classes.deny"), None, parse_regex)
-    web_config = _checked(raw.get("web.config.file"), None, _readable_file)
+    web_config = _checked(raw.get("web.config.file"), None, config_file.check_readable)
     config_raw = raw.get("config.file")
     config = _checked(config_raw, ConfigFile(), load_config_file)
 
@@ -725,15 +716,6 @@ def parse_regex(text: str) -> re.Pattern[str]:
         raise ConfigError(f"invalid regex {text!r}: {exc}") from None
 
 
-def _readable_file(path: str) -> str:
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path!r}: {exc.strerror or exc}") from None
-    return path
-
-
 # --------------------------------------------------------------------------- config file
 
 
@@ -767,18 +749,11 @@ _QUEUE_KEYS: Final = frozenset({"name", "match", "sla", "component"})
 
 def load_config_file(path: str) -> ConfigFile:
     """Parse and validate the YAML config file; errors name the entry and key at fault."""
-    import yaml  # only needed with --config.file
-
+    text = config_file.read_text(path, "config file ")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"cannot read config file {path!r}: {reason}") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
+        document = config_file.load_yaml(text)
+    except config_file.YamlSyntaxError as exc:
+        where = f" at line {exc.line}" if exc.line is not None else ""
         raise ConfigError(f"config file {path!r} is not valid YAML{where}") from None
     if document is None:
         document = {}
@@ -790,11 +765,11 @@ def load_config_file(path: str) -> ConfigFile:
     try:
         targets = tuple(
             _config_target(entry, f"targets[{i}]")
-            for i, entry in enumerate(_config_list(document, "targets"))
+            for i, entry in enumerate(config_file.mappings(document.get("targets"), "targets"))
         )
         rules = tuple(
             _config_queue(entry, f"queues[{i}]")
-            for i, entry in enumerate(_config_list(document, "queues"))
+            for i, entry in enumerate(config_file.mappings(document.get("queues"), "queues"))
         )
     except ConfigError as exc:
         raise ConfigError(f"config file {path!r}: {exc}") from None
@@ -805,18 +780,11 @@ def load_config_file(path: str) -> ConfigFile:
     return ConfigFile(targets, rules)
 
 
-def _config_list(document: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    entries = document.get(key) or []
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ConfigError(f"{key}: expected a list of mappings")
-    return entries
-
-
 def _config_text(entry: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
     value = entry.get(key, default)
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}.{key}: expected text")
-    return value
+    if value is None:  # `key:` left empty: not the default, and not text either
+        raise ConfigError(f"{where}.{key}: expected text, got null")
+    return config_file.text(value, f"{where}.{key}")
 
 
 def _config_target(entry: Mapping[str, Any], where: str) -> TargetSettings:

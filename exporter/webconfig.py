@@ -32,18 +32,17 @@ import ssl
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import bcrypt
-import yaml
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from exporter import config_file
+from exporter.config_file import ConfigError
 from exporter.logs import WEB_CERTIFICATE_RELOAD_FAILED, WEB_CERTIFICATE_RELOADED, get_logger
-from exporter.settings import ConfigError
 
 log = get_logger(__name__)
 
@@ -141,10 +140,6 @@ _BCRYPT_RE: Final = re.compile(r"\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}")
 _BCRYPT_COSTS: Final = range(4, 32)
 _BCRYPT_MAX_PASSWORD: Final = 72  # bcrypt only ever uses the first 72 bytes
 _AUTH_CACHE_SIZE: Final = 100  # successful checks remembered (as exporter-toolkit)
-
-# YAML 1.1 booleans, as Go's yaml.v2 reads them.
-_YAML_TRUE: Final = frozenset(("y", "yes", "true", "on"))
-_YAML_FALSE: Final = frozenset(("n", "no", "false", "off"))
 
 _GO_DURATION_RE: Final = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_DURATION_UNITS: Final = {
@@ -249,11 +244,7 @@ def load_web_config(path: str | None) -> WebConfig | None:
     if path is None:
         return None
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"web config {path!r}: cannot read it: {exc.strerror or exc}") from None
-    try:
-        config = parse_web_config(raw, path)
+        config = parse_web_config(config_file.read_text(path), path)
         config.create_ssl_context()
     except ConfigError as exc:
         raise ConfigError(f"web config {path!r}: {exc}") from None
@@ -266,68 +257,23 @@ def parse_web_config(text: bytes | str, path: str) -> WebConfig:
 
     Errors name the key at fault: `tls_server_config.client_auth_type: ...`.
     """
-    top = _mapping(_load_yaml(text), "the file")
+    top = config_file.mapping(config_file.load_yaml_as_go(text), "the file")
     _known_keys(top, _TOP_KEYS, "")
     base_dir = os.path.dirname(path)
+
+    def section(key: str) -> dict[str, object]:
+        return config_file.mapping(top.get(key), key)
+
     return WebConfig(
         path=path,
-        tls=_tls_config(_mapping(top.get("tls_server_config"), "tls_server_config"), base_dir),
-        **_http_config(_mapping(top.get("http_server_config"), "http_server_config")),
-        basic_auth_users=_users(_mapping(top.get("basic_auth_users"), "basic_auth_users")),
-        rate_limit=_rate_limit(_mapping(top.get("rate_limit"), "rate_limit")),
+        tls=_tls_config(section("tls_server_config"), base_dir),
+        **_http_config(section("http_server_config")),
+        basic_auth_users=_users(section("basic_auth_users")),
+        rate_limit=_rate_limit(section("rate_limit")),
     )
 
 
-# --------------------------------------------------------------------------- YAML
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML as Go's yaml.v2 reads it into exporter-toolkit's structs.
-
-    Scalars stay text (a user called `0123` or `true` keeps that name; types are checked per
-    key), only null and `<<` merge keys are resolved, and a key given twice in one mapping is
-    an error.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key_node.value!r} given twice", key_node.start_mark
-                    )
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
-
-
-_KEPT_RESOLVERS: Final = ("tag:yaml.org,2002:null", "tag:yaml.org,2002:merge")
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag in _KEPT_RESOLVERS]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _load_yaml(text: bytes | str) -> object:
-    try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"invalid YAML{where}: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {' '.join(str(exc).split())}") from None
-
-
-def _mapping(value: object, where: str) -> dict[str, object]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {_kind(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            raise ConfigError(f"{where}: keys must be text, got {_kind(key)}")
-    return value
+# --------------------------------------------------------------------------- sections
 
 
 def _known_keys(mapping: Mapping[str, object], known: Sequence[str], where: str) -> None:
@@ -336,59 +282,11 @@ def _known_keys(mapping: Mapping[str, object], known: Sequence[str], where: str)
             raise ConfigError(f"{where}{key}: unknown key (known here: {', '.join(known)})")
 
 
-def _string(value: object, where: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected text, got {_kind(value)}")
-    return value
-
-
-def _strings(value: object, where: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list, got {_kind(value)}")
-    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(value))
-
-
-def _boolean(value: object, where: str, default: bool) -> bool:
-    if value is None:
-        return default
-    # YAML 1.1 spellings: lower case, Capitalised or UPPER CASE (not mIxEd).
-    spelling = value.lower() if isinstance(value, str) and value in _yaml_cases(value) else ""
-    if spelling in _YAML_TRUE:
-        return True
-    if spelling in _YAML_FALSE:
-        return False
-    raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
-
-
-def _yaml_cases(value: str) -> tuple[str, str, str]:
-    lower = value.lower()
-    return lower, lower.capitalize(), lower.upper()
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return "null" if value is None else repr(value)
-
-
-def _shown(value: object) -> str:
-    return repr(value) if isinstance(value, str) else _kind(value)
-
-
-# --------------------------------------------------------------------------- sections
-
-
 def _tls_config(section: dict[str, object], base_dir: str) -> TLSServerConfig | None:
     where = "tls_server_config."
     _known_keys(section, _TLS_KEYS, where)
-    text = {key: _string(section.get(key), where + key) for key in _TLS_TEXT_KEYS}
-    sans = _strings(section.get("client_allowed_sans"), where + "client_allowed_sans")
+    text = {key: config_file.text(section.get(key), where + key) for key in _TLS_TEXT_KEYS}
+    sans = config_file.texts(section.get("client_allowed_sans"), where + "client_allowed_sans")
     # As exporter-toolkit: TLS is on once a certificate, key, client CA or client_auth_type
     # is given; other keys alone (min_version...) leave plain HTTP.
     if not any(text.values()):
@@ -429,7 +327,7 @@ def _tls_config(section: dict[str, object], base_dir: str) -> TLSServerConfig | 
         min_version=min_version,
         max_version=max_version,
         openssl_ciphers=_ciphers(section.get("cipher_suites"), where + "cipher_suites"),
-        prefer_server_cipher_suites=_boolean(
+        prefer_server_cipher_suites=config_file.go_boolean(
             section.get("prefer_server_cipher_suites"), where + "prefer_server_cipher_suites", True
         ),
         openssl_curves=_curves(section.get("curve_preferences"), where + "curve_preferences"),
@@ -458,19 +356,21 @@ def _client_auth_type(value: str, where: str) -> str:
 
 
 def _read_pem(path: str, where: str) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: {path!r} is not PEM text") from None
+    text = _read(path, where)
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise ConfigError(f"{where}: no PEM certificate in {path!r}")
     return text
 
 
+def _read(path: str, where: str) -> str:
+    try:
+        return config_file.read_text(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def _tls_version(value: object, where: str, default: str) -> ssl.TLSVersion:
-    name = _string(value, where) or default
+    name = config_file.text(value, where) or default
     if name not in _TLS_VERSIONS:
         raise ConfigError(
             f"{where}: unknown TLS version {name!r} (use one of: {', '.join(_TLS_VERSIONS)})"
@@ -479,7 +379,7 @@ def _tls_version(value: object, where: str, default: str) -> ssl.TLSVersion:
 
 
 def _ciphers(value: object, where: str) -> tuple[str, ...]:
-    names = _strings(value, where) or ()
+    names = config_file.texts(value, where) or ()
     for name in names:
         if name not in _CIPHER_SUITES and name not in _TLS13_CIPHER_SUITES:
             raise ConfigError(f"{where}: unknown cipher suite {name!r} (use Go's names)")
@@ -487,7 +387,7 @@ def _ciphers(value: object, where: str) -> tuple[str, ...]:
 
 
 def _curves(value: object, where: str) -> tuple[str, ...]:
-    names = _strings(value, where) or ()
+    names = config_file.texts(value, where) or ()
     for name in names:
         if name not in _CURVES:
             raise ConfigError(f"{where}: unknown curve {name!r} (use one of: {', '.join(_CURVES)})")
@@ -497,21 +397,21 @@ def _curves(value: object, where: str) -> tuple[str, ...]:
 def _http_config(section: dict[str, object]) -> dict[str, Any]:
     where = "http_server_config."
     _known_keys(section, _HTTP_KEYS, where)
-    headers = _mapping(section.get("headers"), where + "headers")
+    headers = config_file.mapping(section.get("headers"), where + "headers")
     for name, value in headers.items():
         if name not in _HEADERS:
             raise ConfigError(
                 f"{where}headers.{name}: this header cannot be set (use one of: "
                 f"{', '.join(_HEADERS)})"
             )
-        text = _string(value, f"{where}headers.{name}")
+        text = config_file.text(value, f"{where}headers.{name}")
         allowed = _HEADERS[name]
         if allowed and text not in allowed:
             raise ConfigError(
                 f"{where}headers.{name}: invalid value {text!r} (use {' or '.join(allowed)})"
             )
     return {
-        "http2": _boolean(section.get("http2"), where + "http2", True),
+        "http2": config_file.go_boolean(section.get("http2"), where + "http2", True),
         # A blank value means "unset" in exporter-toolkit's documentation.
         "headers": {name: str(value) for name, value in headers.items() if value},
     }
@@ -521,7 +421,7 @@ def _users(section: dict[str, object]) -> dict[str, str]:
     users = {}
     for name, value in section.items():
         where = f"basic_auth_users.{name}"
-        hashed = _string(value, where)
+        hashed = config_file.text(value, where)
         match = _BCRYPT_RE.fullmatch(hashed)
         if match is None:
             # Never echo the value: it is a password hash, or a password given by mistake.
@@ -538,8 +438,9 @@ def _users(section: dict[str, object]) -> dict[str, str]:
 def _rate_limit(section: dict[str, object]) -> RateLimit | None:
     where = "rate_limit."
     _known_keys(section, _RATE_LIMIT_KEYS, where)
-    interval = parse_go_duration(_string(section.get("interval"), where + "interval") or "0")
-    burst_text = _string(section.get("burst"), where + "burst") or "0"
+    interval_text = config_file.text(section.get("interval"), where + "interval")
+    interval = parse_go_duration(interval_text or "0")
+    burst_text = config_file.text(section.get("burst"), where + "burst") or "0"
     try:
         burst = int(burst_text, 0)
     except ValueError:
@@ -616,14 +517,7 @@ def _load_key_pair(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
 
 
 def _file_or_inline(path: str, inline: str, where: str) -> str:
-    if not path:
-        return inline
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: {path!r} is not PEM text") from None
+    return _read(path, where) if path else inline
 
 
 def _no_password() -> bytes:

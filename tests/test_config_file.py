@@ -1,4 +1,5 @@
-"""`--config.file`: targets and queue rules, cardinality flags, and their one-line errors."""
+"""Config files (exporter/config_file.py) and `--config.file`: targets and queue rules,
+cardinality flags, and their one-line errors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.settings import ConfigError, Settings, load_settings
+from exporter import config_file
+from exporter.config_file import ConfigError, YamlSyntaxError
+from exporter.settings import Settings, load_settings
 
 
 def load(*argv: str) -> Settings:
@@ -143,3 +146,57 @@ def test_cardinality_flags() -> None:
         load("--collect.queues.max=0")
     with pytest.raises(ConfigError, match=re.escape("--collect.job-classes.allow: invalid regex")):
         load("--collect.job-classes.allow=(")
+
+
+# --- reading files and YAML (shared with the web config) -------------------------------------
+
+
+def test_unreadable_files_name_the_file_and_why(tmp_path: Path) -> None:
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=re.escape("cannot read password file '/nope': No such")):
+        config_file.read_text("/nope", "password file ")
+    with pytest.raises(ConfigError, match=re.escape(f"cannot read {str(binary)!r}: not UTF-8")):
+        config_file.read_text(str(binary))
+    with pytest.raises(ConfigError, match=re.escape("cannot read '/nope': No such")):
+        config_file.check_readable("/nope")
+    assert config_file.check_readable(str(binary)) == str(binary)
+
+
+def test_yaml_errors_say_the_line() -> None:
+    with pytest.raises(YamlSyntaxError) as error:
+        config_file.load_yaml("a: 1\nb: [\n")
+    assert error.value.line == 3
+    assert str(error.value).startswith("invalid YAML at line 3: ")
+
+
+def test_go_style_yaml_keeps_scalars_as_text_and_refuses_a_repeated_key() -> None:
+    # YAML 1.1 reads 0123 as an octal number: why a user called 0123 needs the Go style.
+    assert config_file.load_yaml("a: 0123\nb: true\nc:\n") == {"a": 83, "b": True, "c": None}
+    assert config_file.load_yaml_as_go("a: 0123\nb: true\nc:\n") == {
+        "a": "0123",
+        "b": "true",
+        "c": None,
+    }
+    with pytest.raises(YamlSyntaxError, match="key 'a' given twice"):
+        config_file.load_yaml_as_go("a: 1\na: 2\n")
+
+
+def test_typed_values_name_their_place_and_what_was_found() -> None:
+    with pytest.raises(ConfigError, match=re.escape("x.y: expected text, got a list")):
+        config_file.text(["s"], "x.y")
+    with pytest.raises(ConfigError, match=re.escape("x: expected a mapping, got 5")):
+        config_file.mapping(5, "x")
+    with pytest.raises(ConfigError, match=re.escape("x: expected a list of mappings")):
+        config_file.mappings({"a": 1}, "x")
+    with pytest.raises(ConfigError, match=re.escape("x[1]: expected text, got 1")):
+        config_file.texts(["a", 1], "x")
+    assert config_file.go_boolean("Off", "x", True) is False
+    with pytest.raises(ConfigError, match=re.escape("x: expected true or false, got 'oFF'")):
+        config_file.go_boolean("oFF", "x", True)
+
+
+def test_an_empty_text_key_in_the_config_file_is_an_error(tmp_path: Path) -> None:
+    config = write(tmp_path, "targets: [{name: a, url: }]")
+    with pytest.raises(ConfigError, match=re.escape("targets[0] (a).url: expected text, got null")):
+        load("--config.file", config)

@@ -36,6 +36,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from exporter.config_file import ConfigError
 from exporter.connection import (
     SentinelMasterConnection,
     SentinelMasterTLSConnection,
@@ -44,7 +45,7 @@ from exporter.connection import (
     sentinel_timeout,
 )
 from exporter.logs import TARGET_DOWN
-from exporter.settings import ConfigError, TargetSettings, build_target, load_settings
+from exporter.settings import TargetSettings, build_target, load_settings
 from tests.support.exporter_process import ExporterProcess, Scrape
 from tests.support.families import ALL_FAMILIES, JOB_CLASS_FAMILIES
 from tests.support.layouts import V6_4_1, V7, V8_0, V8_1_2, SidekiqWriter

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter import __version__
+from exporter.config_file import ConfigError
 from exporter.settings import (
-    ConfigError,
     InfoRequested,
     Settings,
     TargetSettings,

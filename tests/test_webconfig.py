@@ -32,7 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from exporter import cli, webconfig
-from exporter.settings import ConfigError, Settings, build_target
+from exporter.config_file import ConfigError
+from exporter.settings import Settings, build_target
 from exporter.store import Store
 from exporter.web import create_app
 from exporter.webconfig import (
