@@ -33,7 +33,8 @@ from exporter.logs import (
     get_logger,
 )
 from exporter.model import Sample, Snapshot
-from exporter.settings import Settings, TargetSettings, format_duration, url_password
+from exporter.redis_url import url_password
+from exporter.settings import Settings, TargetSettings, format_duration
 from exporter.store import Store, TargetStatus, add_counts
 
 __all__ = [
