@@ -17,10 +17,10 @@ from exporter.connection import create_redis_client
 from exporter.derive import DeriveConfig, Deriver
 from exporter.model import Sample, Snapshot
 from exporter.resp import Command
-from exporter.settings import TargetSettings
 from exporter.sidekiq import reader as reader_module
 from exporter.sidekiq.reader import Reader
 from exporter.store import Store, TargetStatus
+from exporter.targets import TargetSettings
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import redis
 
 from bench.fixtures import Fixture, FixtureSpec
 from exporter.connection import create_redis_client
-from exporter.settings import TargetSettings
 from exporter.sidekiq.metrics_window import window_minutes
 from exporter.sidekiq.reader import Reader
+from exporter.targets import TargetSettings
 from tests.support.redis_server import RedisServer
 
 POLLS = 20

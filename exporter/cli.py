@@ -36,17 +36,12 @@ from exporter.logs import (
 from exporter.model import STALE_AFTER_INTERVALS
 from exporter.poller import Poller
 from exporter.render_cache import RenderRegistry
-from exporter.settings import (
-    PROG,
-    InfoRequested,
-    Settings,
-    format_listen_address,
-    load_settings,
-)
+from exporter.settings import PROG, InfoRequested, Settings, load_settings
 from exporter.sidekiq.metrics_window import window_minutes
 from exporter.sidekiq.reader import Reader
 from exporter.sla import SlaResolver
 from exporter.store import Store
+from exporter.values import format_listen_address
 from exporter.web import create_app
 from exporter.webconfig import WebConfig, load_web_config
 

@@ -77,7 +77,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from exporter.settings import TargetSettings
+from exporter.targets import TargetSettings
 
 RESP_VERSION: Final = 2
 # Bounds of the Sentinel connections' timeouts (see "Sentinel timeouts" above).

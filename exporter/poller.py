@@ -34,8 +34,10 @@ from exporter.logs import (
 )
 from exporter.model import Sample, Snapshot
 from exporter.redis_url import url_password
-from exporter.settings import Settings, TargetSettings, format_duration
+from exporter.settings import Settings
 from exporter.store import Store, TargetStatus, add_counts
+from exporter.targets import TargetSettings
+from exporter.values import format_duration
 
 __all__ = [
     "BACKOFF_START_SECONDS",

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from exporter.model import NO_SLA, QueueSla
-from exporter.settings import QueueRule
+from exporter.targets import QueueRule
 
 SOURCE_CONFIG: Final = "config"
 SOURCE_NAME: Final = "name"

@@ -25,8 +25,9 @@ from exporter import __version__
 from exporter.logs import POLLER_DIED, get_logger
 from exporter.poller import Poller
 from exporter.render_cache import RenderCache
-from exporter.settings import Settings, format_duration
+from exporter.settings import Settings
 from exporter.store import Store
+from exporter.values import format_duration
 
 log = get_logger(__name__)
 

@@ -27,8 +27,9 @@ from exporter.clock import Clock, SystemClock
 from exporter.collector import SidekiqCollector
 from exporter.model import Sample, Snapshot
 from exporter.poller import Poller
-from exporter.settings import Settings, build_target
+from exporter.settings import Settings
 from exporter.store import Store
+from exporter.targets import build_target
 from tests.support.redis_server import free_port
 from tests.support.samples import empty_sample
 

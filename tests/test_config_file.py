@@ -11,6 +11,8 @@ import pytest
 from exporter import config_file
 from exporter.config_file import ConfigError, YamlSyntaxError
 from exporter.settings import Settings, load_settings
+from exporter.targets import QUEUE_KEYS, TARGET_KEYS, FileKey
+from tests.support import generated
 
 
 def load(*argv: str) -> Settings:
@@ -199,4 +201,25 @@ def test_typed_values_name_their_place_and_what_was_found() -> None:
 def test_an_empty_text_key_in_the_config_file_is_an_error(tmp_path: Path) -> None:
     config = write(tmp_path, "targets: [{name: a, url: }]")
     with pytest.raises(ConfigError, match=re.escape("targets[0] (a).url: expected text, got null")):
+        load("--config.file", config)
+
+
+# --- the key rows and the reference -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("section", "keys"), [("targets", TARGET_KEYS), ("queues", QUEUE_KEYS)])
+def test_every_documented_key_is_a_row_the_file_accepts(
+    tmp_path: Path, section: str, keys: tuple[FileKey[object], ...]
+) -> None:
+    page = (generated.ROOT / "docs/configuration.md").read_text()
+    table = page.split(f"### `{section}:` entries", 1)[1].split("\n### ", 1)[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE)
+    assert documented == [key.name for key in keys]  # every row, in order, and nothing else
+    for key in documented:  # each one is known to the parser (a wrong type, not "unknown key")
+        config = write(tmp_path, f"{section}: [{{name: a, {key}: [1]}}]")
+        with pytest.raises(ConfigError) as error:
+            load("--config.file", config)
+        assert "unknown key" not in str(error.value), key
+    config = write(tmp_path, f"{section}: [{{name: a, not_a_key: 1}}]")
+    with pytest.raises(ConfigError, match="unknown key 'not_a_key'"):
         load("--config.file", config)

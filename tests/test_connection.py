@@ -11,7 +11,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from exporter.connection import create_redis_client
-from exporter.settings import build_target
+from exporter.targets import build_target
 from tests.support.redis_server import RedisServer, free_port
 
 # The full ACL of docs/redis-layout.md §11, without +hello and +client|setinfo.

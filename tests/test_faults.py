@@ -27,8 +27,8 @@ import pytest
 from exporter.cardinality import QueueSelector
 from exporter.connection import create_redis_client
 from exporter.logs import TARGET_DOWN, TARGET_UP
-from exporter.settings import build_target
 from exporter.sidekiq.reader import Reader
+from exporter.targets import build_target
 from tests.support.exporter_process import ExporterProcess, Scrape
 from tests.support.fault_proxy import FaultProxy
 from tests.support.pipeline import Pipeline

@@ -42,12 +42,12 @@ from exporter.model import (
     Sample,
     Snapshot,
 )
-from exporter.settings import build_target
 from exporter.sidekiq import decode
 from exporter.sidekiq.keys import KeyNames
 from exporter.sidekiq.metrics_window import minute_starts
 from exporter.sidekiq.reader import Reader
 from exporter.store import Store, TargetStatus
+from exporter.targets import build_target
 from tests.support.conformance import EXPORTER_ACL_COMMANDS
 from tests.support.exporter_process import ExporterProcess, Scrape
 from tests.support.families import JOB_CLASS_FAMILIES

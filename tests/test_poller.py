@@ -23,8 +23,9 @@ from structlog.testing import capture_logs
 
 from exporter.model import Sample, Snapshot
 from exporter.poller import BACKOFF_START_SECONDS, Poller
-from exporter.settings import Settings, TargetSettings, build_target
+from exporter.settings import Settings
 from exporter.store import Store
+from exporter.targets import TargetSettings, build_target
 from tests.support.samples import empty_sample
 
 WALL_START = 1_700_000_000.0

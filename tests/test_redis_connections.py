@@ -45,7 +45,8 @@ from exporter.connection import (
     sentinel_timeout,
 )
 from exporter.logs import TARGET_DOWN
-from exporter.settings import TargetSettings, build_target, load_settings
+from exporter.settings import load_settings
+from exporter.targets import TargetSettings, build_target
 from tests.support.exporter_process import ExporterProcess, Scrape
 from tests.support.families import ALL_FAMILIES, JOB_CLASS_FAMILIES
 from tests.support.layouts import V6_4_1, V7, V8_0, V8_1_2, SidekiqWriter

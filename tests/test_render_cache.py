@@ -22,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.collector import SidekiqCollector
 from exporter.model import STALE_AFTER_INTERVALS, QueueSample, Snapshot
 from exporter.render_cache import MAX_FORMATS, RenderCache, RenderRegistry, join_bodies
-from exporter.settings import Settings, build_target
+from exporter.settings import Settings
 from exporter.store import Store, TargetStatus
+from exporter.targets import build_target
 from exporter.web import create_app
 from tests.support.samples import empty_sample
 

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from exporter import resp
 from exporter.connection import create_redis_client
 from exporter.resp import round_trip
-from exporter.settings import TargetSettings
+from exporter.targets import TargetSettings
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
 from exporter.connection import create_redis_client
-from exporter.settings import TargetSettings
 from exporter.sidekiq.reader import Reader
+from exporter.targets import TargetSettings
 from tests.support.layouts import V7, SidekiqWriter
 from tests.support.redis_server import RedisServer
 

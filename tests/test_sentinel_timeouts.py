@@ -21,8 +21,9 @@ from exporter.connection import (
     create_redis_client,
     sentinel_timeout,
 )
-from exporter.settings import DEFAULT_TIMEOUT_RATIO, MIN_POLL_INTERVAL, build_target
+from exporter.settings import DEFAULT_TIMEOUT_RATIO, MIN_POLL_INTERVAL
 from exporter.sidekiq.reader import Reader
+from exporter.targets import build_target
 from tests.support.redis_server import RedisServer
 from tests.support.sentinel import MASTER_NAME, SentinelServer
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -12,18 +13,26 @@ from exporter import __version__
 from exporter.config_file import ConfigError
 from exporter.redis_url import redacted_url
 from exporter.settings import (
+    FLAGS,
+    LISTEN_ADDRESS,
+    POLL_INTERVAL,
+    QUEUES_MAX,
+    REDIS_URL,
     InfoRequested,
     Settings,
-    TargetSettings,
-    build_target,
+    build_parser,
     env_var,
+    load_settings,
+)
+from exporter.targets import TargetSettings, build_target
+from exporter.values import (
     format_duration,
     format_listen_address,
-    load_settings,
     parse_bool,
     parse_duration,
     parse_listen_address,
 )
+from tests.support import generated
 
 
 def load(
@@ -495,3 +504,51 @@ def test_target_repr_hides_credentials() -> None:
         assert "from-file" not in text
         assert "bob" not in text
         assert "***" in text
+
+
+# --- the rows: --help and the configuration reference ----------------------------------------
+
+
+def help_text() -> str:
+    with pytest.raises(InfoRequested) as info:
+        load(["--help"])
+    return " ".join(info.value.text.split())  # argparse wraps lines
+
+
+def test_help_shows_each_rows_default_and_variable() -> None:
+    text = help_text()
+    for flag in FLAGS:
+        assert f"--{flag.name}" in text
+        shown = " ".join(f"[env: {flag.env}] (default: {flag.default_text})".split())
+        assert shown in text, flag.name
+
+
+def test_row_defaults_are_the_settings_defaults() -> None:
+    settings = load()
+    assert format_duration(settings.poll_interval) == POLL_INTERVAL.default_text
+    assert settings.listen_address == LISTEN_ADDRESS.default_text
+    assert settings.targets[0].url == REDIS_URL.default
+    assert (
+        settings.queues_max
+        == QUEUES_MAX.default
+        == Settings.__dataclass_fields__["queues_max"].default
+    )
+
+
+def test_configuration_reference_is_the_rows_rendered() -> None:
+    problem = generated.stale("docs/configuration.md")
+    assert problem is None, problem
+    page = (generated.ROOT / "docs/configuration.md").read_text()
+    flags_section = page.split("## Flags", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `--([a-z.-]+)`", flags_section, flags=re.MULTILINE)
+    # Both ways: every row is documented, and every documented flag is one the parser takes.
+    assert documented == [flag.name for flag in FLAGS]
+    parser_flags = {
+        option.removeprefix("--")
+        for action in build_parser()._actions
+        for option in action.option_strings
+        if option.startswith("--") and not option.startswith("--no-")
+    } - {"help", "version"}
+    assert set(documented) == parser_flags
+    for flag in FLAGS:
+        assert f"`{flag.env}`" in flags_section

@@ -20,8 +20,9 @@ from exporter import __version__
 from exporter.clock import SystemClock
 from exporter.model import Sample, Snapshot
 from exporter.poller import Poller
-from exporter.settings import Settings, TargetSettings, build_target
+from exporter.settings import Settings
 from exporter.store import Store, TargetStatus
+from exporter.targets import TargetSettings, build_target
 from exporter.web import create_app
 
 Client = TestClient[web.Request, web.Application]

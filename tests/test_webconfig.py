@@ -33,8 +33,9 @@ from structlog.testing import capture_logs
 
 from exporter import cli, webconfig
 from exporter.config_file import ConfigError
-from exporter.settings import Settings, build_target
+from exporter.settings import Settings
 from exporter.store import Store
+from exporter.targets import build_target
 from exporter.web import create_app
 from exporter.webconfig import (
     RateLimit,

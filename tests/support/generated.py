@@ -22,6 +22,7 @@ GENERATED: dict[str, Callable[[], bytes]] = {
     "tests/golden/metrics.txt": golden.render_text,
     "tests/golden/metrics.openmetrics.txt": golden.render_openmetrics,
     "docs/metrics.md": lambda: reference.metrics_reference().encode(),
+    "docs/configuration.md": lambda: reference.configuration_reference().encode(),
 }
 
 _MAX_DIFF_LINES = 60
