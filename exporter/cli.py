@@ -42,8 +42,8 @@ from exporter.sidekiq.reader import Reader
 from exporter.sla import SlaResolver
 from exporter.store import Store
 from exporter.values import format_listen_address
-from exporter.web import create_app
-from exporter.webconfig import WebConfig, load_web_config
+from exporter.web.app import create_app
+from exporter.web.config import WebConfig, load_web_config
 
 log = get_logger(__name__)
 

@@ -19,15 +19,17 @@ class ConfigError(Exception):
     """The configuration is invalid; the message is one line naming the problem."""
 
 
-def read_text(path: str, what: str = "") -> str:
-    """The UTF-8 text of the file at `path`; ConfigError `cannot read <what>'<path>': <why>`."""
+def read_text(path: str, what: str = "", *, where: str = "") -> str:
+    """The UTF-8 text of the file at `path`; ConfigError `cannot read <what>'<path>': <why>`,
+    after `<where>: ` when the file is named at `where` in another file."""
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         reason = exc.strerror or str(exc)
     except UnicodeDecodeError:
         reason = "not UTF-8 text"
-    raise ConfigError(f"cannot read {what}{path!r}: {reason}")
+    prefix = f"{where}: " if where else ""
+    raise ConfigError(f"{prefix}cannot read {what}{path!r}: {reason}")
 
 
 def check_readable(path: str) -> str:

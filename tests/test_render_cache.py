@@ -25,7 +25,7 @@ from exporter.render_cache import MAX_FORMATS, RenderCache, RenderRegistry, join
 from exporter.settings import Settings
 from exporter.store import Store, TargetStatus
 from exporter.targets import build_target
-from exporter.web import create_app
+from exporter.web.app import create_app
 from tests.support.samples import empty_sample
 
 Client = TestClient[web.Request, web.Application]

@@ -31,19 +31,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from exporter import cli, webconfig
+from exporter import cli
 from exporter.config_file import ConfigError
 from exporter.settings import Settings
 from exporter.store import Store
 from exporter.targets import build_target
-from exporter.web import create_app
-from exporter.webconfig import (
-    RateLimit,
-    WebConfig,
-    load_web_config,
-    parse_go_duration,
-    parse_web_config,
-)
+from exporter.web import auth
+from exporter.web import config as web_config
+from exporter.web.app import create_app
+from exporter.web.auth import RateLimit
+from exporter.web.config import WebConfig, load_web_config, parse_go_duration, parse_web_config
 from tests.support.exporter_process import REPO_ROOT, ExporterExitedError, ExporterProcess
 from tests.support.redis_server import free_port
 from tests.support.tls import CertPair, Pki, make_pki
@@ -405,8 +402,8 @@ GOOD_FILES = [
         "every cipher Go allows",
         "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  min_version: TLS10\n"
         "  cipher_suites:\n"
-        + "".join(f"  - {name}\n" for name in webconfig._CIPHER_SUITES)
-        + "".join(f"  - {name}\n" for name in webconfig._TLS13_CIPHER_SUITES),
+        + "".join(f"  - {name}\n" for name in web_config._CIPHER_SUITES)
+        + "".join(f"  - {name}\n" for name in web_config._TLS13_CIPHER_SUITES),
     ),
     (
         "YAML 1.1 booleans",
@@ -470,7 +467,7 @@ def test_bad_go_durations(text: str) -> None:
 
 def test_token_bucket_refills_one_per_interval() -> None:
     now = [0.0]
-    bucket = webconfig._TokenBucket(RateLimit(burst=2, interval=10.0), clock=lambda: now[0])
+    bucket = auth._TokenBucket(RateLimit(burst=2, interval=10.0), clock=lambda: now[0])
     assert [bucket.allow() for _ in range(3)] == [True, True, False]
     now[0] = 9.0
     assert not bucket.allow()
@@ -492,7 +489,7 @@ def test_token_bucket_refills_one_per_interval() -> None:
     ],
 )
 def test_basic_credentials(header: str, expected: tuple[bytes, bytes] | None) -> None:
-    assert webconfig._basic_credentials(header) == expected
+    assert auth._basic_credentials(header) == expected
 
 
 # --------------------------------------------------------------------------- middleware

@@ -6,7 +6,7 @@ Rendering runs in a worker thread: at the default cardinality limits it takes up
 which on the event loop would hold up polls and every other request. The Sidekiq part only
 changes when a poll publishes (or a target goes stale), so it is rendered once per such state and
 output format and reused by the scrapes in between (exporter/render_cache.py).
-`--web.config.file` (TLS, basic auth: exporter/webconfig.py) plugs in as `middlewares` here,
+`--web.config.file` (TLS, basic auth: exporter/web/config.py) plugs in as `middlewares` here,
 guarding every route, and as an SSL context on the site in cli.
 """
 

@@ -23,7 +23,7 @@ from exporter.poller import Poller
 from exporter.settings import Settings
 from exporter.store import Store, TargetStatus
 from exporter.targets import TargetSettings, build_target
-from exporter.web import create_app
+from exporter.web.app import create_app
 
 Client = TestClient[web.Request, web.Application]
 Start = Callable[[web.Application], Awaitable[Client]]

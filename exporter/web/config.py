@@ -8,43 +8,29 @@ reason, never silently weakened (see docs/security.md, "HTTP (/metrics)").
 - `load_web_config(path)` parses and validates the file, including loading the certificate and
   key, so a bad file stops the exporter at startup with a one-line `ConfigError` naming the key.
 - `WebConfig.create_ssl_context()` gives the context for the listening socket (None: plain
-  HTTP). A new `cert_file`/`key_file` pair is picked up on the next TLS handshake, as
-  exporter-toolkit does, so certificates can be rotated without a restart.
+  HTTP), from web/tls.py.
 - `WebConfig.middlewares()` gives the aiohttp middleware enforcing basic auth, the client
-  certificate SAN allow-list, the rate limit and the extra response headers on every path.
+  certificate SAN allow-list, the rate limit and the extra response headers, from web/auth.py.
 
 Everything else in the file is read once, at startup.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import contextlib
-import hashlib
-import hmac
-import ipaddress
 import os
 import re
-import secrets
 import ssl
-import tempfile
-import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import bcrypt
-from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Middleware
 
 from exporter import config_file
 from exporter.config_file import ConfigError
-from exporter.logs import WEB_CERTIFICATE_RELOAD_FAILED, WEB_CERTIFICATE_RELOADED, get_logger
-
-log = get_logger(__name__)
+from exporter.web import auth, tls
+from exporter.web.auth import RateLimit
+from exporter.web.tls import CLIENT_AUTH, TLSServerConfig
 
 _TOP_KEYS: Final = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
 _TLS_KEYS: Final = (
@@ -75,14 +61,6 @@ _TLS_TEXT_KEYS: Final = (
 _HTTP_KEYS: Final = ("http2", "headers")
 _RATE_LIMIT_KEYS: Final = ("burst", "interval")
 
-# client_auth_type -> what the server asks of clients. Go's RequestClientCert asks for a
-# certificate and then ignores it; not asking at all has the same effect on who gets in.
-_CLIENT_AUTH: Final = {
-    "NoClientCert": ssl.CERT_NONE,
-    "RequestClientCert": ssl.CERT_NONE,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
-}
 # Accepted by exporter-toolkit, impossible with Python's ssl module: it cannot require a
 # client certificate without also verifying it against a CA.
 _UNSUPPORTED_CLIENT_AUTH: Final = ("RequireAnyClientCert", "RequireClientCert")
@@ -138,9 +116,6 @@ _HEADERS: Final[Mapping[str, tuple[str, ...]]] = {
 # cost, then 22 characters of salt and 31 of hash.
 _BCRYPT_RE: Final = re.compile(r"\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}")
 _BCRYPT_COSTS: Final = range(4, 32)
-_BCRYPT_MAX_PASSWORD: Final = 72  # bcrypt only ever uses the first 72 bytes
-_AUTH_CACHE_SIZE: Final = 100  # successful checks remembered (as exporter-toolkit)
-
 _GO_DURATION_RE: Final = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_DURATION_UNITS: Final = {
     "ns": 1e-9,
@@ -152,40 +127,6 @@ _GO_DURATION_UNITS: Final = {
     "m": 60.0,
     "h": 3600.0,
 }
-
-
-# --------------------------------------------------------------------------- the parsed file
-
-
-@dataclass(frozen=True, slots=True)
-class TLSServerConfig:
-    """`tls_server_config`, validated; file paths are absolute or relative to the cwd."""
-
-    cert_file: str  # "" when the certificate is inline (`cert`)
-    key_file: str  # "" when the key is inline (`key`)
-    cert: str = field(default="", repr=False)
-    key: str = field(default="", repr=False)
-    client_auth_type: str = "NoClientCert"
-    # The client CAs in PEM, read once at startup (from `client_ca_file` or `client_ca`).
-    client_ca: str = field(default="", repr=False)
-    client_allowed_sans: tuple[str, ...] | None = None
-    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
-    max_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3
-    openssl_ciphers: tuple[str, ...] = ()  # empty: OpenSSL's defaults
-    prefer_server_cipher_suites: bool = True
-    openssl_curves: tuple[str, ...] = ()
-
-    @property
-    def verify_mode(self) -> ssl.VerifyMode:
-        return _CLIENT_AUTH[self.client_auth_type]
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """`rate_limit`: a token bucket of `burst` requests, refilled one per `interval` seconds."""
-
-    burst: int
-    interval: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,30 +151,17 @@ class WebConfig:
         }
 
     def create_ssl_context(self) -> ssl.SSLContext | None:
-        """The listening socket's TLS context, or None for plain HTTP.
-
-        When the certificate and key are files, every handshake checks whether they changed
-        (a `stat` of each) and serves the new pair once both load; until then the old one.
-        """
-        if self.tls is None:
-            return None
-        context = _new_ssl_context(self.tls)
-        if self.tls.cert_file or self.tls.key_file:
-            context.sni_callback = _CertificateReloader(self.tls, context)
-        return context
+        """The listening socket's TLS context (web/tls.py), or None for plain HTTP."""
+        return tls.create_ssl_context(self.tls) if self.tls is not None else None
 
     def middlewares(self) -> tuple[Middleware, ...]:
-        """The aiohttp middleware enforcing this file on every path, if it asks for anything."""
-        sans = self.tls.client_allowed_sans if self.tls else None
-        if not (self.basic_auth_users or self.headers or self.rate_limit or sans is not None):
-            return ()
-        guard = _Guard(self)
-
-        @web.middleware
-        async def web_config_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-            return await guard.handle(request, handler)
-
-        return (web_config_guard,)
+        """The aiohttp middleware enforcing this file on every path (web/auth.py), if any."""
+        return auth.middlewares(
+            users=self.basic_auth_users,
+            headers=self.headers,
+            rate_limit=self.rate_limit,
+            allowed_sans=self.tls.client_allowed_sans if self.tls else None,
+        )
 
 
 def load_web_config(path: str | None) -> WebConfig | None:
@@ -347,26 +275,19 @@ def _client_auth_type(value: str, where: str) -> str:
             f"{where}client_auth_type: {value} (any certificate, unverified) cannot be done "
             "with Python's ssl module; use RequireAndVerifyClientCert with client_ca_file"
         )
-    if value not in _CLIENT_AUTH:
+    if value not in CLIENT_AUTH:
         raise ConfigError(
             f"{where}client_auth_type: unknown value {value!r} (use one of: "
-            f"{', '.join(_CLIENT_AUTH)})"
+            f"{', '.join(CLIENT_AUTH)})"
         )
     return value
 
 
 def _read_pem(path: str, where: str) -> str:
-    text = _read(path, where)
+    text = config_file.read_text(path, where=where)
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise ConfigError(f"{where}: no PEM certificate in {path!r}")
     return text
-
-
-def _read(path: str, where: str) -> str:
-    try:
-        return config_file.read_text(path)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _tls_version(value: object, where: str, default: str) -> ssl.TLSVersion:
@@ -458,262 +379,3 @@ def parse_go_duration(text: str) -> float:
     if not pieces or "".join(number + unit for number, unit in pieces) != body:
         raise ConfigError(f"invalid duration {text!r} (use Go's form: 500ms, 10s, 1m30s)")
     return sign * sum(float(number) * _GO_DURATION_UNITS[unit] for number, unit in pieces)
-
-
-# --------------------------------------------------------------------------- TLS
-
-
-def _new_ssl_context(tls: TLSServerConfig) -> ssl.SSLContext:
-    """A server context for `tls`, with the certificate and key loaded now."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with warnings.catch_warnings():  # TLS10/TLS11 are deprecated, but the file asks for them
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.minimum_version = tls.min_version
-        context.maximum_version = tls.max_version
-    if tls.openssl_ciphers:
-        context.set_ciphers(":".join(tls.openssl_ciphers))
-    if tls.prefer_server_cipher_suites:
-        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:
-        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    if tls.openssl_curves:
-        # Python's ssl can set one group, not a preference list: the most preferred one.
-        context.set_ecdh_curve(tls.openssl_curves[0])
-    context.set_alpn_protocols(["http/1.1"])  # aiohttp speaks HTTP/1.1 only
-    _load_key_pair(context, tls)
-    context.verify_mode = tls.verify_mode
-    if tls.verify_mode != ssl.CERT_NONE:
-        if tls.client_ca:
-            context.load_verify_locations(cadata=tls.client_ca)
-        else:
-            # Go verifies against the system roots when no client CA is given.
-            context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
-    return context
-
-
-def _load_key_pair(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
-    where = "tls_server_config."
-    cert_where = where + ("cert_file" if tls.cert_file else "cert")
-    key_where = where + ("key_file" if tls.key_file else "key")
-    cert_text = _file_or_inline(tls.cert_file, tls.cert, cert_where)
-    key_text = _file_or_inline(tls.key_file, tls.key, key_where)
-    if "-----BEGIN CERTIFICATE-----" not in cert_text:
-        raise ConfigError(f"{cert_where}: no PEM certificate in it")
-    if "ENCRYPTED" in key_text:
-        raise ConfigError(f"{key_where}: encrypted private keys are not supported")
-    if "PRIVATE KEY-----" not in key_text:
-        raise ConfigError(f"{key_where}: no PEM private key in it")
-    with _pem_path(tls.cert_file, cert_text) as cert, _pem_path(tls.key_file, key_text) as key:
-        try:
-            context.load_cert_chain(cert, key, password=_no_password)
-        except ssl.SSLError as exc:
-            if exc.reason == "KEY_VALUES_MISMATCH":
-                raise ConfigError(
-                    f"{key_where}: the key does not belong to the certificate"
-                ) from None
-            raise ConfigError(
-                f"{cert_where}: cannot load the certificate and key: {exc.reason or exc}"
-            ) from None
-
-
-def _file_or_inline(path: str, inline: str, where: str) -> str:
-    return _read(path, where) if path else inline
-
-
-def _no_password() -> bytes:
-    raise ConfigError("tls_server_config.key_file: encrypted private keys are not supported")
-
-
-@contextlib.contextmanager
-def _pem_path(path: str, text: str) -> Iterator[str]:
-    """A file name for `text`: `path` itself, or (inline PEM) a file only this process sees."""
-    if path:
-        yield path
-        return
-    if hasattr(os, "memfd_create"):  # Linux: no file on disk, works on a read-only root
-        fd = os.memfd_create("web-config-pem", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    with tempfile.NamedTemporaryFile("w", suffix=".pem") as file:  # created 0600
-        file.write(text)
-        file.flush()
-        yield file.name
-
-
-class _CertificateReloader:
-    """The listening context's SNI callback: serve the newest certificate/key pair.
-
-    It runs at every handshake, before the certificate is sent. When the files' stat changed
-    it builds a new context from them; if they don't load (a pair caught half-written) the
-    previous pair stays in use and the same files are not retried until they change again.
-    """
-
-    def __init__(self, tls: TLSServerConfig, context: ssl.SSLContext) -> None:
-        self._tls = tls
-        self._paths = tuple(p for p in (tls.cert_file, tls.key_file) if p)
-        self._context = context
-        self._stamp = self._stat()
-        self._failed: object = None
-
-    def _stat(self) -> object:
-        try:
-            stats = [os.stat(path) for path in self._paths]
-        except OSError:
-            return None
-        return tuple((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
-
-    def __call__(
-        self, connection: ssl.SSLObject | ssl.SSLSocket, _server_name: str | None, _: object
-    ) -> None:
-        try:
-            stamp = self._stat()
-            if stamp is not None and stamp != self._stamp and stamp != self._failed:
-                self._reload(stamp)
-            if connection.context is not self._context:
-                connection.context = self._context
-        except Exception:  # never fail a handshake over this; the old pair still works
-            log.exception(WEB_CERTIFICATE_RELOAD_FAILED, cert_file=self._tls.cert_file)
-
-    def _reload(self, stamp: object) -> None:
-        try:
-            fresh = _new_ssl_context(self._tls)
-        except (ConfigError, ssl.SSLError, OSError) as exc:
-            self._failed = stamp
-            log.warning(
-                WEB_CERTIFICATE_RELOAD_FAILED, cert_file=self._tls.cert_file, error=str(exc)
-            )
-            return
-        self._context, self._stamp, self._failed = fresh, stamp, None
-        log.info(WEB_CERTIFICATE_RELOADED, cert_file=self._tls.cert_file)
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-class _TokenBucket:
-    """Go's rate.Limiter(rate.Every(interval), burst).Allow(): starts full."""
-
-    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limit = limit
-        self._clock = clock
-        self._tokens = float(limit.burst)
-        self._last = clock()
-
-    def allow(self) -> bool:
-        now = self._clock()
-        elapsed, self._last = now - self._last, now
-        self._tokens = min(float(self._limit.burst), self._tokens + elapsed / self._limit.interval)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
-class _Guard:
-    """The middleware: rate limit, client certificate SANs, basic auth, extra headers.
-
-    Every path is guarded, the landing page and `/-/healthy`, `/-/ready` included, as
-    exporter-toolkit guards everything it serves.
-    """
-
-    def __init__(self, config: WebConfig) -> None:
-        self._headers = dict(config.headers)
-        self._limiter = _TokenBucket(config.rate_limit) if config.rate_limit else None
-        self._sans = config.tls.client_allowed_sans if config.tls else None
-        self._users = [
-            (name.encode(), hashed.encode()) for name, hashed in config.basic_auth_users.items()
-        ]
-        # An unknown user is checked against a real hash, so it costs as much as a known one
-        # and response times don't tell which user names exist.
-        self._decoy = self._users[0][1] if self._users else b""
-        # Successful checks, as keyed digests of (user, password): a scrape every few seconds
-        # must not pay bcrypt's deliberate cost each time.
-        self._cache_key = secrets.token_bytes(32)
-        self._verified: dict[bytes, None] = {}
-        # bcrypt is CPU work: off the event loop, one at a time (as exporter-toolkit).
-        self._bcrypt_lock = asyncio.Lock()
-
-    async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            # `is None`, not `or`: before aiohttp 3.12 a Response without state is falsy
-            # (it is a MutableMapping), which would let every denied request through.
-            denial = await self._denial(request)
-            response = denial if denial is not None else await handler(request)
-        except web.HTTPException as exc:
-            exc.headers.update(self._headers)
-            raise
-        response.headers.update(self._headers)
-        return response
-
-    async def _denial(self, request: web.Request) -> web.Response | None:
-        if self._limiter is not None and not self._limiter.allow():
-            return web.Response(status=429, text="Too Many Requests\n")
-        if self._sans is not None and not _has_allowed_san(request, self._sans):
-            return web.Response(status=403, text="Forbidden\n")
-        if self._users and not await self._authenticated(request):
-            return web.Response(
-                status=401, text="Unauthorized\n", headers={hdrs.WWW_AUTHENTICATE: "Basic"}
-            )
-        return None
-
-    async def _authenticated(self, request: web.Request) -> bool:
-        credentials = _basic_credentials(request.headers.get(hdrs.AUTHORIZATION, ""))
-        if credentials is None:
-            return False
-        user, password = credentials
-        digest = hmac.digest(
-            self._cache_key, len(user).to_bytes(4, "big") + user + password, hashlib.sha256
-        )
-        if digest in self._verified:
-            return True
-        hashed = None
-        for name, candidate in self._users:  # no early exit: the same time for every name
-            if hmac.compare_digest(name, user):
-                hashed = candidate
-        async with self._bcrypt_lock:
-            matches = await asyncio.to_thread(_bcrypt_matches, password, hashed or self._decoy)
-        if not (matches and hashed is not None):
-            return False
-        if len(self._verified) >= _AUTH_CACHE_SIZE:
-            del self._verified[next(iter(self._verified))]
-        self._verified[digest] = None
-        return True
-
-
-def _basic_credentials(header: str) -> tuple[bytes, bytes] | None:
-    """(user, password) from `Authorization: Basic ...`, as Go's Request.BasicAuth reads it."""
-    if header[:6].lower() != "basic ":
-        return None
-    try:
-        decoded = base64.b64decode(header[6:], validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, colon, password = decoded.partition(b":")
-    return (user, password) if colon else None
-
-
-def _bcrypt_matches(password: bytes, hashed: bytes) -> bool:
-    try:
-        return bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], hashed)
-    except ValueError:
-        return False
-
-
-def _has_allowed_san(request: web.Request, allowed: Sequence[str]) -> bool:
-    """True if the client's verified certificate has a SAN listed in `allowed` (exactly)."""
-    transport = request.transport
-    cert = transport.get_extra_info("peercert") if transport is not None else None
-    if not cert:
-        return False
-    for kind, value in cert.get("subjectAltName", ()):
-        if kind == "IP Address":
-            # Written as Go prints addresses: 2001:db8::1, not 2001:DB8:0:0:0:0:0:1.
-            with contextlib.suppress(ValueError):
-                value = str(ipaddress.ip_address(value.strip()))
-        if value in allowed:
-            return True
-    return False
