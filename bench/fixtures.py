@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from exporter.demo import V7, SidekiqWriter
+from exporter.demo.layout import V7, SidekiqWriter
 
 # Process hashes expire after 60 s in Sidekiq (a beat every 10 s refreshes them). The benchmark
 # re-beats before every measurement, and sets a longer TTL so a slow phase cannot lose them.

@@ -340,12 +340,13 @@ def markdown(results: dict[str, Any]) -> str:
     out += [
         "## Method",
         "",
-        "- **Fixtures** (`bench/fixtures.py`): `SidekiqWriter` from `exporter/demo.py` writes "
-        "Sidekiq 7.3's layout into a private `redis-server` (loopback, no persistence): Q queues "
-        "with one job each (plus, in one fixture, queues with 100,000 jobs), P processes with "
-        "heartbeat hashes and 5 running jobs each, C job classes with per-minute counts and "
-        "histograms in the 3 minutes our reader reads (and a few ahead, so a phase that "
-        "crosses a minute reads the same amount). Processes are re-beaten before each phase.",
+        "- **Fixtures** (`bench/fixtures.py`): `SidekiqWriter` from `exporter/demo/layout.py` "
+        "writes Sidekiq 7.3's layout into a private `redis-server` (loopback, no persistence): "
+        "Q queues with one job each (plus, in one fixture, queues with 100,000 jobs), "
+        "P processes with heartbeat hashes and 5 running jobs each, C job classes with "
+        "per-minute counts and histograms in the 3 minutes our reader reads (and a few ahead, "
+        "so a phase that crosses a minute reads the same amount). Processes are re-beaten "
+        "before each phase.",
         "- **Ours** (`bench/ours.py`): the client `exporter.connection` builds for the daemon "
         "(RESP2, hiredis), one connection reused, `Reader.read` + `Deriver` per poll, after 3 "
         "warm-up polls; wall = `perf_counter`, CPU = `process_time` of the benchmark process.",

@@ -7,7 +7,8 @@ import time
 import fakeredis
 import pytest
 
-from exporter.demo import V7, SidekiqWriter, Simulation
+from exporter.demo.layout import V7, SidekiqWriter
+from exporter.demo.simulation import Simulation
 from exporter.derive import Deriver
 from exporter.sidekiq.reader import Reader
 
@@ -41,7 +42,9 @@ async def test_simulation_feeds_every_family() -> None:
 def test_simulation_start_time_is_taken_per_instance(monkeypatch: pytest.MonkeyPatch) -> None:
     writer = SidekiqWriter(fakeredis.FakeRedis(), V7)
     monkeypatch.setattr(time, "time", lambda: 1_000.0)
-    assert Simulation(writer).started_at == 1_000.0  # not the time `exporter.demo` was imported
+    assert (
+        Simulation(writer).started_at == 1_000.0
+    )  # not the time `exporter.demo.simulation` was imported
     monkeypatch.setattr(time, "time", lambda: 2_000.0)
     assert Simulation(writer).started_at == 2_000.0
 

@@ -4,10 +4,10 @@ Real Sidekiq 8.1 runs in tests/test_conformance.py and tests/test_rolling_upgrad
 has no 8.0, and no workload writes e.g. several capsules or an 8.0.x `info` with both
 `capsules` and `concurrency`. Redis is real (redis-server) and so is the exporter (the daemon,
 scraped over HTTP); the data is what Sidekiq 8 writes according to docs/redis-layout.md,
-written with `SidekiqWriter` (exporter/demo.py). Every expected value below is worked out from
-the layout doc, not from the exporter's code, and the metric keys are checked against its
-literal formats, so a mistake shared by the writer and the reader (both use `KeyNames`) still
-fails.
+written with `SidekiqWriter` (exporter/demo/layout.py). Every expected value below is worked
+out from the layout doc, not from the exporter's code, and the metric keys are checked against
+its literal formats, so a mistake shared by the writer and the reader (both use `KeyNames`)
+still fails.
 
 Scenarios, one Redis DB and one exporter each:
 - 8.0: payload timestamps are integer epoch **milliseconds**; `run_at`, `beat`, `started_at`

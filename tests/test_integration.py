@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from exporter.demo import V7, SidekiqWriter
 from tests.support.exporter_process import ExporterProcess
+from tests.support.layouts import V7, SidekiqWriter
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry
 
 from exporter import cli
 from exporter.clock import SystemClock
-from exporter.demo import V7, SidekiqWriter
 from exporter.derive import DeriveConfig, Deriver
 from exporter.model import NO_SLA, STALE_AFTER_INTERVALS, QueueSample, QueueSla, Sample
 from exporter.settings import Settings, load_settings
@@ -29,6 +28,7 @@ from exporter.sla import NUMBER_WORDS, UNIT_SECONDS, SlaResolver, sla_from_name
 from exporter.store import Store
 from exporter.targets import QueueRule, build_target
 from tests.support.exporter_process import ExporterProcess, Scrape
+from tests.support.layouts import V7, SidekiqWriter
 from tests.support.redis_server import RedisServer
 from tests.support.samples import empty_sample
 

@@ -1,0 +1,172 @@
+"""Writes Sidekiq's Redis layout as each Sidekiq generation does, through a redis-py client.
+
+One writer for everything that needs Sidekiq-shaped data without a Sidekiq: the demo's
+simulation, the tests (tests/support/layouts.py) and the benchmarks' fixtures. Each shape is
+as `shared/sidekiq-redis-layout.md` describes it; the conformance tests check the writer
+against real Sidekiq processes. Never used by the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from exporter.model import HISTOGRAM_BUCKETS
+from exporter.sidekiq.keys import KeyNames
+
+# Layout generations: what changes between them for a reader.
+V6_4_1 = "6.4.1"  # `:workers`, no metrics, no `version` in info, seconds
+V7 = "7.3"  # `:work`, metrics j|%Y%m%d|%-H:%-M, info.version, seconds
+V8_0 = "8.0"  # ms timestamps, metrics j|%y%m%d|%-H:%M and h| histograms
+V8_1_2 = "8.1.2"  # + `concurrency` as a hash field, `capsules` in info
+ALL = (V6_4_1, V7, V8_0, V8_1_2)
+
+
+def is_v8(version: str) -> bool:
+    return version.startswith("8.")
+
+
+@dataclass
+class SidekiqWriter:
+    """Writes one Sidekiq generation's keys through a synchronous redis-py client."""
+
+    client: redis.Redis
+    version: str = V7
+    namespace: str = ""
+
+    @property
+    def keys(self) -> KeyNames:
+        return KeyNames.for_namespace(self.namespace)
+
+    def timestamp(self, seconds: float) -> float | int:
+        """A payload timestamp as this generation writes it: float s, or 8.x integer ms."""
+        return int(seconds * 1000) if is_v8(self.version) else float(seconds)
+
+    def job(
+        self,
+        job_class: str,
+        queue: str = "default",
+        *,
+        enqueued_at: float | None = None,
+        created_at: float | None = None,
+        wrapped: str | None = None,
+        jid: str = "0123456789abcdef01234567",
+    ) -> dict[str, Any]:
+        job: dict[str, Any] = {"retry": True, "queue": queue, "class": job_class, "args": [1]}
+        if wrapped:
+            job["wrapped"] = wrapped
+        job["jid"] = jid
+        if created_at is not None:
+            job["created_at"] = self.timestamp(created_at)
+        if enqueued_at is not None:
+            job["enqueued_at"] = self.timestamp(enqueued_at)
+        return job
+
+    def push(self, queue: str, job: dict[str, Any] | bytes) -> None:
+        """`SADD queues` + `LPUSH queue:<q>` as Sidekiq::Client does."""
+        self.client.sadd(self.keys.queues, queue)
+        payload = job if isinstance(job, bytes) else json.dumps(job)
+        self.client.lpush(self.keys.queue(queue), payload)
+
+    def stats(self, processed: int, failed: int) -> None:
+        self.client.set(self.keys.processed, processed)
+        self.client.set(self.keys.failed, failed)
+
+    def zadd(self, set_name: str, score: float, job: dict[str, Any]) -> None:
+        key = {"schedule": self.keys.schedule, "retry": self.keys.retry, "dead": self.keys.dead}
+        self.client.zadd(key[set_name], {json.dumps(job): score})
+
+    def process(
+        self,
+        identity: str,
+        *,
+        beat: float,
+        hostname: str = "worker-1",
+        tag: str = "app",
+        concurrency: int = 5,
+        queues: Sequence[str] = ("default",),
+        busy: int = 0,
+        quiet: bool = False,
+        rss_kib: int = 123_456,
+        rtt_us: int = 312,
+        started_at: float | None = None,
+        capsules: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """The heartbeat: `SADD processes`, the process hash, as `Launcher#❤` writes it."""
+        info: dict[str, Any] = {
+            "hostname": hostname,
+            "started_at": float(started_at if started_at is not None else beat - 100),
+            "pid": 4242,
+            "tag": tag,
+        }
+        if self.version != V8_1_2:
+            info["concurrency"] = concurrency
+        info["queues"] = list(queues)
+        if self.version != V6_4_1:
+            weights = {q: 0 for q in queues}
+            info["weights"] = [weights]
+            if self.version in (V8_0, V8_1_2):
+                info["capsules"] = capsules or {
+                    "default": {"concurrency": concurrency, "mode": "strict", "weights": weights}
+                }
+        info["labels"] = []
+        info["identity"] = identity
+        if self.version != V6_4_1:
+            info["version"] = {V7: "7.3.2", V8_0: "8.0.9", V8_1_2: "8.1.7"}[self.version]
+            info["embedded"] = False
+        fields: dict[str, str | int] = {"info": json.dumps(info)}
+        if self.version == V8_1_2:
+            fields["concurrency"] = concurrency
+        fields.update(
+            busy=busy,
+            beat=repr(float(beat)),
+            rtt_us=rtt_us,
+            quiet="true" if quiet else "false",
+            rss=rss_kib,
+        )
+        self.client.sadd(self.keys.processes, identity)
+        self.client.hset(self.keys.process(identity), mapping=fields)  # type: ignore[arg-type]
+        self.client.expire(self.keys.process(identity), 60)
+
+    def work(self, identity: str, tid: str, queue: str, job: dict[str, Any], run_at: float) -> None:
+        """One running job in the work hash (`:workers` on 6.4.0–6.4.1, else `:work`)."""
+        key = self.keys.workers(identity) if self.version == V6_4_1 else self.keys.work(identity)
+        value = {"queue": queue, "payload": json.dumps(job), "run_at": int(run_at)}
+        self.client.hset(key, tid, json.dumps(value))
+        self.client.expire(key, 60)
+
+    def metrics(
+        self,
+        minute: datetime,
+        job_class: str,
+        *,
+        executions: int,
+        failures: int = 0,
+        milliseconds: int = 0,
+        histogram: dict[int, int] | None = None,
+    ) -> None:
+        """A tracker flush: HINCRBY the minute hash, BITFIELD INCRBY the histogram."""
+        minute = minute.astimezone(UTC)
+        if is_v8(self.version):
+            key = self.keys.metrics_minute_v8(minute)
+            hist_key = self.keys.histogram_v8(job_class, minute)
+        else:
+            key = self.keys.metrics_minute_v7(minute)
+            hist_key = self.keys.histogram_v7(job_class, minute)
+        self.client.hincrby(key, f"{job_class}|p", executions)
+        if failures:
+            self.client.hincrby(key, f"{job_class}|f", failures)
+        self.client.hincrby(key, f"{job_class}|ms", milliseconds)
+        self.client.expire(key, 8 * 3600)
+        for index, count in sorted((histogram or {}).items()):
+            assert 0 <= index < HISTOGRAM_BUCKETS
+            self.client.execute_command(  # type: ignore[no-untyped-call]
+                "BITFIELD", hist_key, "OVERFLOW", "SAT", "INCRBY", "u16", f"#{index}", count
+            )
+        if histogram:
+            self.client.expire(hist_key, 8 * 3600)
