@@ -1,28 +1,7 @@
 """Every rule that limits series: allow/deny regexes and a cap per kind, with stable ranking.
 
-One selector per kind, each holding its target's state between polls: `QueueSelector`
-(`--collect.queues.*`) and `JobClassSelector` (`--collect.job-classes.*`). A name that the
-allow/deny regexes (full match) exclude is simply not exported and not counted. A permitted
-name beyond the cap is dropped and counted under `sidekiq_exporter_skipped_items_total{reason}`
-on every poll that drops it, never merged into a made-up label value such as "other"; the first
-time a target drops one, one warning says so. No I/O here.
-
-Queues: which ones are kept when there are too many is deterministic and stable across polls,
-so series do not flap when a queue appears or disappears:
-
-1. names from the `queues` set that this selector exported on the previous poll, by name;
-2. the other names from the `queues` set, by name;
-3. names that only processes or running jobs mention (served but never pushed to: the
-   collector shows them as empty queues), first those exported before, then by name.
-
-Queues from the `queues` set come first because the reader decides from them alone, before its
-second round trip, which queue tails (`LINDEX`) to read (`plan`); later steps can only use what
-is left, so every queue exported from the set had its tail read. The selector keeps the names it
-exported last time, never more than the cap.
-
-Job classes: first come, first kept. A class once admitted stays admitted for the life of the
-target, so its counters never vanish and come back; the same classes label the per-class job
-families and the running-job series.
+One selector per kind (`QueueSelector`, `JobClassSelector`), each keeping its target's state
+between polls; no I/O. Which names are kept, and why in that order: docs/architecture.md.
 """
 
 from __future__ import annotations

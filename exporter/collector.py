@@ -1,17 +1,10 @@
-"""Turns the latest Snapshot of every target into Prometheus metric families.
-
-A custom collector, as prometheus/client_python recommends for exporters: families are built
-fresh from the store, so a deleted queue, a stopped process or an unused job class simply
-disappears. Scrapes never talk to Redis. The output only changes when a poll publishes or a
-target goes stale, which `pin()` names with a key so /metrics can reuse one render for every
-scrape in between (exporter/render_cache.py). Example of what one target renders:
+"""Turns the latest Snapshot of every target into metric families, row by row of the metric
+table (exporter/metrics.py); names no family outside it and never talks to Redis. What one
+target renders:
 
     # HELP sidekiq_queue_latency_seconds Age of the oldest job in the queue ... Sampled every 10s.
     # TYPE sidekiq_queue_latency_seconds gauge
     sidekiq_queue_latency_seconds{queue="default",target="main"} 0.42
-    # HELP sidekiq_processed_jobs_total Jobs executed, failures included (stat:processed) ...
-    # TYPE sidekiq_processed_jobs_total counter
-    sidekiq_processed_jobs_total{target="main"} 1.234567e+06
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Reading configuration files: their text, their YAML, and typed values, with located errors.
-
-Shared by `settings.py` (`--config.file`, password files) and `web/config.py` (the web config
-file and the PEM files it names). Knows no key's meaning: callers say where a value sits
-(`tls_server_config.cert_file`) and what it must be. `ConfigError` is the one-line error every
-bad flag, variable or file becomes.
+"""Reading configuration files: their text, their YAML and typed values, with errors that say
+where (`tls_server_config.cert_file: ...`), and `ConfigError`, the one-line error every bad
+flag, variable or file becomes. Knows no key's meaning.
 """
 
 from __future__ import annotations

@@ -1,54 +1,7 @@
-"""Building the Redis client for one target: TCP, TLS, unix socket or via Sentinel. No I/O here.
+"""The redis-py client of one target: TCP, TLS, unix socket or via Sentinel, connecting lazily.
 
-What the client sends on connect is kept to what the minimal ACL in the layout spec (§11)
-allows: `AUTH` (if credentials are set) and `SELECT` (if the URL names a database other than
-0), nothing else. Checked against redis-py 8.1 (tests/test_connection.py,
-tests/test_redis_connections.py):
-
-- `protocol=2`: redis-py 8 defaults to RESP3 and opens every connection with `HELLO 3`, which
-  Redis < 6.0 (still seen under Sidekiq 6) rejects and which the spec's ACL does not grant.
-  RESP2 also keeps raw replies in one shape for the reader.
-- `driver_info=None`: no `CLIENT SETINFO LIB-NAME/LIB-VER`. (`lib_name=None, lib_version=None`
-  does the same but is deprecated in 8.x and emits a DeprecationWarning.)
-- no `client_name`: no `CLIENT SETNAME`.
-- `retry` with 0 retries: a failure surfaces at once to the poller, which owns backoff. Retries
-  inside redis-py would also make one poll's round-trip count and duration lie.
-- `health_check_interval=0`: with no retries a health-check `PING` fails exactly when the
-  command after it would, so it only adds a round trip.
-
-TLS (`rediss://`): the exporter builds its own `ssl.SSLContext` (TLS 1.2+) for every new
-connection, so renewed certificates are picked up on reconnect and a broken file fails that
-target's polls (logged, `sidekiq_up 0`) instead of the process. `ca_file` is the only trust
-anchor when given (the system store otherwise); `cert_file`/`key_file` are the client
-certificate; `server_name` is the name sent as SNI and checked against the server certificate
-instead of the URL's host (redis-py's asyncio `SSLConnection` has no option for it, so
-`TLSConnection` passes `server_hostname` to `asyncio.open_connection` itself);
-`insecure_skip_verify` checks neither chain nor name.
-
-Sentinel: the master named `sentinel_master` is looked up with `SENTINEL MASTERS` (redis-py's
-discovery: the first Sentinel that answers and reports the master neither `s_down` nor
-`o_down` wins), asked on every connection checkout, that is before each round trip of a poll
-(a poll makes two or more), and again when a new connection is opened. When the answer
-changes, idle connections to the old master are dropped, so a poll after a failover reads the
-new master even if the old one is still up and still a master (Sentinel demotes it only
-later, or never if it is cut off from the Sentinels). If no Sentinel answers, connections to
-the master already known keep being used; a new connection fails until one answers. Sentinel
-connections use the same client options (RESP2, no retries, no `CLIENT SETINFO`) except the
-timeouts, authenticate with `sentinel_password` (the Sentinel's `requirepass`) and use TLS
-with the same settings when the target's URL is `rediss://`. So a Sentinel sees `AUTH` and
-`SENTINEL MASTERS`, nothing else. The URL of a Sentinel target gives only scheme,
-credentials and database; its host and port are not used.
-
-Sentinel timeouts: connect and socket timeouts of Sentinel connections are
-`poll timeout / (2 × number of Sentinels)`, at most 1 s and at least 0.1 s
-(`sentinel_timeout`), not the poll timeout. redis-py asks the Sentinels in list order and moves
-only one that answers to the front. With the poll timeout for each, a Sentinel that accepts
-connections but never answers, or whose packets are dropped, would use up every poll while
-it is first in the list: no other Sentinel would ever be asked, so every poll would fail for
-good. With the short timeout, asking all of them takes at most half the poll timeout (above
-the floor), so a hung Sentinel costs one short wait, then the next one answers and moves to
-the front. A Sentinel answers `SENTINEL MASTERS` from memory: 0.1 s is ample on a network
-fit for polling Redis.
+Owns every connection option; sends nothing on connect but what the read-only ACL allows
+(`AUTH`, `SELECT`) and never a Sidekiq command. Why each option: docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
-"""State carried between polls: turns a sequence of Samples into Snapshots.
+"""State between polls: turns one target's Samples into Snapshots.
 
-Two things need more than one sample:
-
-- Per-class job counters. Sidekiq keeps executions, failures, milliseconds and a histogram per
-  class *per minute* (§6), flushed every beat into the bucket of the flush time. Each poll
-  re-reads the minutes that can still change; for every (minute key, class) we remember the
-  values last seen and add only the growth, so reading a minute twice never counts twice, a
-  flush after the minute ended (it lands in the next bucket) counts when that bucket grows, and
-  a skewed worker's write into an earlier, still-read bucket counts too. A minute older than
-  the reader's window is forgotten and never counted again, even if a later poll reads it.
-  First-poll rule: the first sample is a baseline. What the window already holds when the
-  exporter starts (executions of the last few minutes, partly exported by a previous exporter
-  process) is not counted; the counters start at 0 and count what Sidekiq flushes afterwards.
-  Counting it would make every exporter restart add up to a window of executions twice to
-  Prometheus' `increase()` (a reset means "started from 0"), as a spike in `rate()`.
-- Time in breach of a queue's SLA, measured on Redis `TIME` between consecutive polls.
-
-Nothing here touches Redis.
+Owns the per-class counters rebuilt from Sidekiq's per-minute buckets (growth only, the first
+poll a baseline) and the time each queue spent over its SLA. Touches no Redis; the reasoning
+is in docs/architecture.md and docs/job-metrics.md.
 """
 
 from __future__ import annotations

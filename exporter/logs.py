@@ -1,10 +1,7 @@
-"""Logging: structlog events with fields, JSON lines or a console renderer, one shape for all.
+"""Logging: structlog events with fields, as JSON lines or for a console, stdlib loggers included.
 
-Our own code logs `log.info(TARGET_DOWN, target="main", error="ConnectionError", ...)`; stdlib
-loggers (aiohttp, redis, asyncio) are routed through `structlog.stdlib.ProcessorFormatter`, so
-every line carries `timestamp` (ISO 8601, UTC), `level`, `logger` and `event`.
-
-Event names are snake_case constants, listed here so they can be grepped and documented.
+Owns the event names (snake_case constants, listed here so they can be grepped) and the
+renderers; never logs a credential (tracebacks are rendered without locals).
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""The metric table: one row per family the exporter serves, and nothing else.
-
-Name, type, HELP, labels, unit and the Sidekiq versions that feed each family are written here
-once: the collector emits only these rows, `describe()` answers from them, and `docs/metrics.md`
-and the tests' family lists are rendered from them. Computes no value.
+"""The metric table: one row per family the exporter serves (name, type, HELP, labels, unit,
+the Sidekiq versions that feed it). The collector emits only these rows, `describe()` and
+docs/metrics.md come from them; computes no value.
 """
 
 from __future__ import annotations

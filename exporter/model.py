@@ -1,11 +1,6 @@
-"""The data that flows from the reader to the collector: raw samples and derived snapshots.
-
-A `Sample` holds the facts one poll read from Redis, all taken at one instant (Redis `TIME`).
-A `Snapshot` is a sample plus what only a sequence of samples can tell: counters rebuilt from
-Sidekiq's per-minute metric buckets and time spent breaching a queue's SLA.
-
-Nothing here knows Redis or Prometheus; everything is frozen so a snapshot can be shared
-between the poller and any number of concurrent scrapes without locks.
+"""The data that flows from the reader to the collector: `Sample` (what one poll read, at one
+instant) and `Snapshot` (a sample plus what only a sequence of samples tells), frozen so any
+number of scrapes can share them. Imports neither redis nor prometheus_client.
 """
 
 from __future__ import annotations

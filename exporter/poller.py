@@ -1,14 +1,7 @@
-"""The poll loop: one `Poller` per target reads a Sample on a fixed schedule and publishes status.
+"""The poll loop: one `Poller` per target reads, derives and publishes on a fixed schedule.
 
-A poller never talks to Redis itself: it calls the injected `read` (the reader bound to a client)
-and `derive` (the per-target stateful Deriver), under a timeout, and turns the outcome into a new
-`TargetStatus` in the store. Scrapes never wait for it; staleness is decided at scrape time.
-
-Schedule: ticks at `start + k * interval` on the monotonic clock; a poll that overruns skips
-the ticks it missed instead of bunching up. A poll never overlaps the previous one, because
-there is only one loop. After a failure the next attempt comes after a jittered exponential
-backoff (0.5 s doubling, capped at the interval, full jitter) and never later than the next
-scheduled tick, so the poller is back within about one interval of Redis returning.
+Owns the interval, timeout, backoff and the self-metrics in the target's status (schedule and
+backoff: docs/architecture.md); parses no Sidekiq data and calls Redis only through `read`.
 """
 
 from __future__ import annotations

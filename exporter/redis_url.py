@@ -1,7 +1,6 @@
-"""Redis URLs: validating one, showing one without its credentials, finding its password.
+"""Redis URLs as text: validating one, showing one without its credentials, finding its password.
 
-Owns what the exporter knows of `redis://`, `rediss://` and `unix://` URLs as text: never
-connects (exporter/connection.py does) and never shows a credential in an error.
+Never connects (exporter/connection.py does) and never shows a credential in an error.
 """
 
 from __future__ import annotations

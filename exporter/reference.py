@@ -1,6 +1,6 @@
-"""The reference pages, rendered from the rows they document: `docs/metrics.md` from the metric
-table, `docs/configuration.md` from the flag rows and the config-file key rows. Pure text;
-`tests/support/generated.py` writes the files and the tests check the committed ones are current.
+"""The reference pages rendered from the rows they document: docs/metrics.md from the metric
+table, docs/configuration.md from the flag and config-file key rows. Pure text: it writes no
+file (tests/support/generated.py does).
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""`/metrics` bodies rendered once per state of the data, reused until that state changes.
-
-Nothing here knows Sidekiq, Redis or the store. A collector opts in by being `Pinnable`: its
-`pin()` returns a key for the state its output depends on (equal keys, equal output) and a
-collector that renders exactly that state. `RenderCache` renders such a collector once per
-(key, output format) with prometheus_client's own encoder, in a worker thread, and reuses the
-bytes while the key stays the same; the other collectors (process_*, python_info: small, and
-changing on every scrape) are rendered on every scrape. The body is the live part followed by
-the pinned parts: family order means nothing to Prometheus, and each family stays whole.
-
-Collectors can only be listed on a `RenderRegistry` (client_python's `CollectorRegistry` has
-no public listing); on any other registry everything is rendered on every scrape.
+"""`/metrics` bodies rendered once per state of the data, off the event loop, and reused until
+that state changes (docs/architecture.md). Knows nothing of Sidekiq, Redis or the store: a
+collector opts in by being `Pinnable`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The wire: RESP-packing commands, one pipelined round trip, reading its replies in bulk.
 
-Knows no Sidekiq key and no reply's meaning: replies come back raw (bytes, ints, lists, error
-replies as values) for the reader's sections to decode. The only module that touches the socket.
+The only module that touches the socket; knows no Sidekiq key and no reply's meaning (replies
+come back raw, error replies as values, for the decoders).
 """
 
 from __future__ import annotations

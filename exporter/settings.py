@@ -1,7 +1,6 @@
-"""Settings: one row per flag, and the frozen `Settings` that the flags and their
-`SIDEKIQ_EXPORTER_*` variables build. A row holds the flag's name, meaning, parser and typed
-default; `--help` and `docs/configuration.md` are rendered from the rows. Every problem becomes
-a one-line `ConfigError` naming the flag or variable; `--config.file` is read by `targets.py`.
+"""Settings: one row per flag (name, parser, typed default, help; the environment variable
+follows from the name) and the frozen `Settings` they build; `--help` is rendered from the
+rows. Every problem is a one-line `ConfigError`; files are read by `targets.py`.
 """
 
 from __future__ import annotations

@@ -1,42 +1,8 @@
-"""Queue SLAs: the latency a queue promises, from the config file's `queues:` or its name.
+"""Queue SLAs: the latency a queue promises, from the config file's `queues:` rules or its name.
 
-A queue is named after the latency it promises, optionally after the component that owns it:
-`within_5_seconds`, `within_thirty_seconds`, `billing_within_5_minutes`. The grammar, applied
-to the whole queue name (parts are separated by `_`):
-
-    name      = [ component "_" ] "within" "_" amount "_" unit
-    component = any text, not empty and not ending in "_"; kept exactly as written
-    amount    = digits | word
-    digits    = ASCII 0-9 only, leading zeros allowed, value 1 to 999 999 999 (0 gives no SLA)
-    word      = one | two | ... | twenty | thirty | forty | fifty | sixty | ninety | hundred
-              | one_hundred | one-hundred
-              | tens "_" ones | tens "-" ones      (tens: twenty..fifty, ones: one..nine,
-                                                    so twenty_five and twenty-five are 25)
-    unit      = ms | millisecond | milliseconds
-              | s | sec | secs | second | seconds
-              | m | min | mins | minute | minutes
-              | h | hour | hours
-              | d | day | days
-
-Decisions, each a deliberate "no SLA" rather than a guess:
-
-- The `within_…` part must be the *end* of the name: `within_5_seconds_v2` has none.
-- `within` must be a whole part: `xwithin_5_seconds` and `_within_5_seconds` have none.
-- Keywords (`within`, number words, units) are matched case-insensitively but only in ASCII:
-  `Billing_Within_5_Seconds` has a 5 s SLA and the component `Billing`.
-- The unit is a separate part: `within_5s` and `within_5_secondsx` have none; so has
-  `within_five`. Singular and plural are interchangeable (`within_1_seconds` is fine).
-- Hyphens only join two number words (`twenty-five`); between the other parts only `_` counts,
-  so `billing-within-5-minutes` has none. Use a config entry for other naming schemes.
-- No fractions (`within_1.5_hours`): write `within_90_minutes` instead.
-- Other number words (seventy, eighty, sixty_five, two_hundred, a_hundred) are not
-  recognised: use digits.
-
-`SlaResolver` applies the config file's rules first (first matching entry wins). Fields an
-entry leaves out come from the name: an entry with only a `component` labels the queue while
-its SLA, if any, still comes from its name; an entry with only an `sla` keeps the component
-the name gives. `QueueSla.source` says where the SLA seconds came from: "config", "name" or
-"none".
+Owns the naming convention (`within_5_seconds`, `billing_within_5_minutes`; the grammar and
+each deliberate "no SLA" are in docs/queue-slas.md) and the precedence of rules over names.
+Knows nothing of Redis or of where the rules came from.
 """
 
 from __future__ import annotations

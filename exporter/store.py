@@ -1,9 +1,7 @@
-"""The latest state of every target: what pollers publish and scrapes read.
+"""The latest status of every target: what pollers publish and scrapes read.
 
-Pollers (on the event loop) replace a target's `TargetStatus` wholesale; scrapes read whatever
-is there, from a worker thread (exporter/web/app.py). Statuses are immutable, the set of targets is
-fixed at start, and a publish swaps in a whole new `StoreState` (one attribute assignment, atomic),
-so no locks are needed and a reader never sees a version without its statuses.
+Statuses are immutable and a publish swaps in a whole new state, so readers in other threads
+need no lock. Decides nothing: freshness is the collector's call.
 """
 
 from __future__ import annotations

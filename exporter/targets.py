@@ -1,9 +1,6 @@
-"""What the exporter watches: targets (one Sidekiq Redis each) and queue SLA rules.
-
-A target comes from the `--redis.*` flags or from an entry of `--config.file`'s `targets:`;
-queue rules from its `queues:`. The keys of those entries are rows here (meaning, reader,
-default), from which `docs/configuration.md` is rendered. Reads files only through
-`config_file.py`; every problem is a one-line `ConfigError` naming the entry and key.
+"""What the exporter watches: targets (one Sidekiq Redis each) and queue SLA rules, from the
+`--redis.*` flags or `--config.file`'s `targets:` and `queues:` entries, whose keys are rows
+here. Reads files only through `config_file.py`; knows no flag.
 """
 
 from __future__ import annotations

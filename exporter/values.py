@@ -1,7 +1,6 @@
 """Values as flags and config files write them: durations, booleans, listen addresses, limits,
-regexes and choices, parsed from text (and formatted back) with one-line `ConfigError`s.
-
-Knows no flag: `settings.py` says which parser reads which flag and names the flag in errors.
+regexes and choices, parsed from text and formatted back, with one-line `ConfigError`s.
+Knows no flag.
 """
 
 from __future__ import annotations

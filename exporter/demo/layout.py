@@ -1,9 +1,8 @@
 """Writes Sidekiq's Redis layout as each Sidekiq generation does, through a redis-py client.
 
-One writer for everything that needs Sidekiq-shaped data without a Sidekiq: the demo's
-simulation, the tests (tests/support/layouts.py) and the benchmarks' fixtures. Each shape is
-as `shared/sidekiq-redis-layout.md` describes it; the conformance tests check the writer
-against real Sidekiq processes. Never used by the daemon.
+The one writer for Sidekiq-shaped data without a Sidekiq: the demo's simulation, the tests
+(tests/support/layouts.py) and the benchmarks' fixtures; never used by the daemon. Each shape
+is as `shared/sidekiq-redis-layout.md` describes it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""`sidekiq-exporter-demo` (or `python -m exporter.demo`): start a private `redis-server` on a
-free loopback port with no persistence, simulate a Sidekiq 7 cluster in it (simulation.py) and
-run the exporter against it, so every metric family can be seen without a Sidekiq of your own.
+"""`sidekiq-exporter-demo` (`python -m exporter.demo`): a private redis-server on a free loopback
+port, the simulated cluster in it, and the exporter against it, so every family can be seen
+without a Sidekiq of your own. Writes only to the Redis it started.
 """
 
 from __future__ import annotations

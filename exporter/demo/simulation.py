@@ -1,6 +1,6 @@
-"""A small Sidekiq 7 cluster simulated step by step: pushes, fetches, runs, heartbeats, retries
-and per-minute execution metrics, written through the layout writer. Pure simulation: what it
-writes goes to the writer's Redis, and its clock is the one it is given.
+"""A small Sidekiq 7 cluster simulated step by step (pushes, fetches, runs, heartbeats, retries,
+per-minute metrics), written through the layout writer. Keeps its own clock and randomness;
+writes only to the writer's Redis.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Pure decoders for the values Sidekiq stores in Redis.
+"""Pure decoders of what Sidekiq keeps in Redis: reply shapes, job JSON, timestamps (s or ms),
+process hashes, work entries, metric hashes and histograms, and each reader section's slice.
 
-Each decoder takes raw bytes as Redis returned them and gives back a model value or a `Skip`
-naming why the item was unusable. Nothing here raises on bad data and nothing talks to Redis.
+Bad data never raises: it becomes a `Skip` with a reason, counted. Talks to no Redis.
 Section numbers (§) refer to `shared/sidekiq-redis-layout.md`.
 """
 

@@ -1,8 +1,6 @@
 """The metrics window: which of Sidekiq's per-minute execution-metric buckets a poll re-reads.
 
-Owns the one formula for how many minutes can still change between two reads; the reader asks
-it which minutes to read, the wiring how wide to make the window, derive where it starts.
-Nothing here talks to Redis.
+Owns the one formula for how many minutes can change between two reads; talks to no Redis.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""The plan of a poll: which read commands go to a Sidekiq Redis, round trip by round trip.
-
-Each round trip is a list of sections (round trip 1: clock, sets, stats, paused, metrics;
-round trip 2: overdue, queues, processes, histograms); a section owns the slice of replies its
-commands answer and hands it to its decoder in `decode.py`. Keeps no data between polls and
-decodes no value itself; `exporter/resp.py` carries the bytes. Only read commands (§11).
+"""The plan of a poll: the read commands each round trip sends, in sections that each own a
+counted slice of the replies and hand it to their decoder (docs/architecture.md).
+Keeps no data between polls and decodes no value itself; `resp.py` carries the bytes. Only
+read commands: the list in `shared/sidekiq-redis-layout.md` §11.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""The HTTP side: an aiohttp app serving metrics, a landing page, and health and readiness.
-
-Nothing here knows Sidekiq or Redis. `/metrics` renders whatever collectors the registry holds
-(the cli registers them); pollers are started and stopped with the app through `cleanup_ctx`.
-Rendering runs in a worker thread: at the default cardinality limits it takes up to ~100 ms,
-which on the event loop would hold up polls and every other request. The Sidekiq part only
-changes when a poll publishes (or a target goes stale), so it is rendered once per such state and
-output format and reused by the scrapes in between (exporter/render_cache.py).
-`--web.config.file` (TLS, basic auth: exporter/web/config.py) plugs in as `middlewares` here,
-guarding every route, and as an SSL context on the site in cli.
+"""The aiohttp app: `/metrics`, the landing page, `/-/healthy` and `/-/ready`, and the pollers'
+lifetime. Renders whatever the registry holds, off the event loop (exporter/render_cache.py);
+knows nothing of Sidekiq or Redis. The web config plugs in as middlewares and a TLS context.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""The web config's middleware: rate limit, client-certificate SANs, basic auth, headers.
-
-Guards every path, the landing page and `/-/healthy`, `/-/ready` included, as exporter-toolkit
-does. Checks bcrypt hashes off the event loop, one at a time, remembering recent successes.
-Knows nothing of the file's format (web/config.py parses it) or of Sidekiq.
+"""The web config's middleware on every path: rate limit, client-certificate SANs, basic auth
+(bcrypt, off the event loop) and extra response headers. Knows nothing of the file's format
+(web/config.py builds it) or of Sidekiq.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
-"""`--web.config.file`: TLS and basic auth for the HTTP server, in exporter-toolkit's format.
+"""`--web.config.file`: exporter-toolkit's web configuration file, parsed and validated.
 
-Go exporters share one web configuration file (prometheus/exporter-toolkit,
-`docs/web-configuration.md`); a file `promtool check web-config` accepts works here unchanged.
-The parts this module cannot do exactly as Go's crypto/tls does are refused at startup with a
-reason, never silently weakened (see docs/security.md, "HTTP (/metrics)").
-
-- `load_web_config(path)` parses and validates the file, including loading the certificate and
-  key, so a bad file stops the exporter at startup with a one-line `ConfigError` naming the key.
-- `WebConfig.create_ssl_context()` gives the context for the listening socket (None: plain
-  HTTP), from web/tls.py.
-- `WebConfig.middlewares()` gives the aiohttp middleware enforcing basic auth, the client
-  certificate SAN allow-list, the rate limit and the extra response headers, from web/auth.py.
-
-Everything else in the file is read once, at startup.
+A file `promtool check web-config` accepts works unchanged; what cannot be done as Go does is
+refused at start with a one-line reason naming the key. Builds the TLS context (web/tls.py)
+and the middleware (web/auth.py) from what it parsed; serves nothing itself.
 """
 
 from __future__ import annotations

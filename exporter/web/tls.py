@@ -1,8 +1,6 @@
-"""TLS for the HTTP server: the listening socket's context, and renewed certificates.
-
-Builds an `ssl.SSLContext` from a validated `TLSServerConfig` (web/config.py parses the file)
-and, when the certificate and key are files, swaps in a new pair at the next handshake after
-they change, as exporter-toolkit does. Knows nothing of the file's format or of HTTP.
+"""TLS for the HTTP server: the listening socket's context from a validated `TLSServerConfig`,
+and a renewed certificate/key pair served from the next handshake. Knows nothing of the web
+config file's format or of HTTP.
 """
 
 from __future__ import annotations
