@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Final
 
 from exporter.logs import JOB_CLASS_LIMIT_REACHED, QUEUE_LIMIT_REACHED, get_logger
@@ -21,41 +21,44 @@ QUEUE_LIMIT: Final = "queue_limit"  # a queue beyond --collect.queues.max
 CLASS_LIMIT: Final = "class_limit"  # a job class beyond --collect.job-classes.max
 
 
-def _permitted(name: str, allow: re.Pattern[str] | None, deny: re.Pattern[str] | None) -> bool:
-    """True unless the allow/deny regexes (full match) exclude `name`."""
-    if allow is not None and allow.fullmatch(name) is None:
-        return False
-    return deny is None or deny.fullmatch(name) is None
+@dataclass(eq=False)
+class _Selector:
+    """What every kind's selector has: its target, a cap (None: none), allow/deny regexes."""
+
+    target: str = ""
+    _: KW_ONLY
+    limit: int | None = None
+    allow: re.Pattern[str] | None = None
+    deny: re.Pattern[str] | None = None
+    _limit_logged: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise ValueError("limit must be at least 0")
+
+    def permitted(self, name: str) -> bool:
+        """True unless the allow/deny regexes (full match) exclude `name`."""
+        if self.allow is not None and self.allow.fullmatch(name) is None:
+            return False
+        return self.deny is None or self.deny.fullmatch(name) is None
+
+    def _limit_reached(self, event: str, **fields: object) -> None:
+        """Warn, once per target, that the cap dropped something."""
+        if not self._limit_logged:
+            self._limit_logged = True
+            log.warning(event, target=self.target, limit=self.limit, **fields)
 
 
-class QueueSelector:
+@dataclass(eq=False)
+class QueueSelector(_Selector):
     """Picks the queues one target exports; call `select` once per poll."""
 
-    def __init__(
-        self,
-        target: str = "",
-        *,
-        limit: int | None = None,
-        allow: re.Pattern[str] | None = None,
-        deny: re.Pattern[str] | None = None,
-    ) -> None:
-        if limit is not None and limit < 0:
-            raise ValueError("limit must be at least 0")
-        self.target = target
-        self.limit = limit
-        self.allow = allow
-        self.deny = deny
-        self._exported: frozenset[str] = frozenset()
-        self._limit_logged = False
+    _exported: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
     @property
     def exported(self) -> frozenset[str]:
         """The names the last `select` kept."""
         return self._exported
-
-    def permitted(self, name: str) -> bool:
-        """True unless the allow/deny regexes exclude `name`."""
-        return _permitted(name, self.allow, self.deny)
 
     def plan(self, queue_set: Sequence[str]) -> frozenset[str]:
         """The names of the `queues` set that `select(queue_set, …)` will keep, whatever the
@@ -78,12 +81,9 @@ class QueueSelector:
         kept += more
         dropped += more_dropped
         self._exported = frozenset(kept)
-        if dropped and not self._limit_logged:
-            self._limit_logged = True
-            log.warning(
+        if dropped:
+            self._limit_reached(
                 QUEUE_LIMIT_REACHED,
-                target=self.target,
-                limit=self.limit,
                 dropped=dropped,
                 reason="more queues than --collect.queues.max; the rest are not exported and "
                 'are counted in sidekiq_exporter_skipped_items_total{reason="queue_limit"}',
@@ -128,42 +128,21 @@ class QueueSelector:
         return ranked[:budget], len(ranked) - budget
 
 
-class JobClassSelector:
+@dataclass(eq=False)
+class JobClassSelector(_Selector):
     """Picks the job classes one target exports: first come, first kept, up to `limit`."""
 
-    def __init__(
-        self,
-        target: str = "",
-        *,
-        limit: int | None = None,
-        allow: re.Pattern[str] | None = None,
-        deny: re.Pattern[str] | None = None,
-    ) -> None:
-        if limit is not None and limit < 0:
-            raise ValueError("limit must be at least 0")
-        self.target = target
-        self.limit = limit
-        self.allow = allow
-        self.deny = deny
-        self._admitted: dict[str, None] = {}
-        self._limit_logged = False
+    _admitted: dict[str, None] = field(default_factory=dict, init=False, repr=False)
 
     def admit(self, job_class: str, dropped: set[str]) -> bool:
         """True if `job_class` is exported; one the cap turns away is added to `dropped`."""
         if job_class in self._admitted:
             return True
-        if not _permitted(job_class, self.allow, self.deny):
+        if not self.permitted(job_class):
             return False
         if self.limit is not None and len(self._admitted) >= self.limit:
             dropped.add(job_class)
-            if not self._limit_logged:
-                self._limit_logged = True
-                log.warning(
-                    JOB_CLASS_LIMIT_REACHED,
-                    target=self.target,
-                    limit=self.limit,
-                    first_dropped=job_class,
-                )
+            self._limit_reached(JOB_CLASS_LIMIT_REACHED, first_dropped=job_class)
             return False
         self._admitted[job_class] = None
         return True
