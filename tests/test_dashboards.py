@@ -27,7 +27,8 @@ import pytest
 import redis
 import yaml
 
-from exporter.demo import V7, SidekiqWriter, Simulation
+from exporter.demo.layout import V7, SidekiqWriter
+from exporter.demo.simulation import Simulation
 from monitoring import dashboards, grafana, rules
 from tests.support.exporter_process import ExporterProcess
 from tests.support.redis_server import RedisServer

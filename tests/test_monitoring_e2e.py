@@ -29,7 +29,7 @@ import pytest
 import redis
 import yaml
 
-from exporter.demo import V7, SidekiqWriter
+from exporter.demo.layout import V7, SidekiqWriter
 from monitoring import dashboards, grafana, rules
 from tests.support.exporter_process import ExporterProcess
 from tests.support.prometheus import (
