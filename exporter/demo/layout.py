@@ -2,7 +2,7 @@
 
 The one writer for Sidekiq-shaped data without a Sidekiq: the demo's simulation, the tests
 (tests/support/layouts.py) and the benchmarks' fixtures; never used by the daemon. Each shape
-is as `shared/sidekiq-redis-layout.md` describes it.
+is as `docs/redis-layout.md` describes it.
 """
 
 from __future__ import annotations

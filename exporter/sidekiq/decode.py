@@ -2,7 +2,7 @@
 process hashes, work entries, metric hashes and histograms, and each reader section's slice.
 
 Bad data never raises: it becomes a `Skip` with a reason, counted. Talks to no Redis.
-Section numbers (§) refer to `shared/sidekiq-redis-layout.md`.
+Section numbers (§) refer to `docs/redis-layout.md`.
 """
 
 from __future__ import annotations

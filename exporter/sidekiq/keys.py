@@ -1,6 +1,6 @@
 """Every Redis key name Sidekiq uses that the exporter reads, and how it differs by version.
 
-Talks to no Redis. Sources are cited as in `shared/sidekiq-redis-layout.md` (§).
+Talks to no Redis. Sources are cited as in `docs/redis-layout.md` (§).
 """
 
 from __future__ import annotations

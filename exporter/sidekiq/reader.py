@@ -1,7 +1,7 @@
 """The plan of a poll: the read commands each round trip sends, in sections that each own a
 counted slice of the replies and hand it to their decoder (docs/architecture.md).
 Keeps no data between polls and decodes no value itself; `resp.py` carries the bytes. Only
-read commands: the list in `shared/sidekiq-redis-layout.md` §11.
+read commands: the list in `docs/redis-layout.md` §11.
 """
 
 from __future__ import annotations
