@@ -19,6 +19,8 @@ log = get_logger(__name__)
 # Skip reasons: values of `sidekiq_exporter_skipped_items_total{reason}`.
 QUEUE_LIMIT: Final = "queue_limit"  # a queue beyond --collect.queues.max
 CLASS_LIMIT: Final = "class_limit"  # a job class beyond --collect.job-classes.max
+# Every reason above: the limits' share of `sidekiq_exporter_skipped_items_total{reason}`.
+REASONS: Final = (QUEUE_LIMIT, CLASS_LIMIT)
 
 
 @dataclass(eq=False)

@@ -205,8 +205,10 @@ class SidekiqCollector(Collector):
         sample, target = snapshot.sample, snapshot.target
         now = sample.redis_time
         t = [target]
-        f.add(m.PROCESSED_JOBS, t, sample.processed)
-        f.add(m.FAILED_JOBS, t, sample.failed)
+        if sample.processed is not None:
+            f.add(m.PROCESSED_JOBS, t, sample.processed)
+        if sample.failed is not None:
+            f.add(m.FAILED_JOBS, t, sample.failed)
         f.add(m.ENQUEUED_JOBS, t, sample.enqueued_total)
         f.add(m.SCHEDULED_JOBS, t, sample.scheduled.size)
         f.add(m.RETRY_JOBS, t, sample.retry.size)

@@ -125,7 +125,9 @@ SKIPPED_ITEMS: Final = Family(
     "items",
     EXPORTER_ITSELF,
     "`reason`: `invalid_job`, `invalid_process`, `invalid_work`, `invalid_metric`, "
-    "`wrong_type`, `command_error`, `queue_limit`, `class_limit`.",
+    "`invalid_counter` (a counter key such as `stat:processed` that is not a whole number of "
+    "at least 0: its series is left out), `wrong_type`, `command_error`, `queue_limit`, "
+    "`class_limit`.",
 )
 
 # --- Sidekiq: the whole target -------------------------------------------------------------------

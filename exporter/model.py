@@ -111,8 +111,8 @@ class Sample:
     """Everything one poll read from one Sidekiq Redis, at one instant."""
 
     redis_time: float  # Redis `TIME`, epoch seconds: the reference clock for every age
-    processed: int
-    failed: int
+    processed: int | None  # `stat:processed`; None when its value was unusable (skipped)
+    failed: int | None  # `stat:failed`; likewise
     scheduled: ScheduledSetSample
     retry: ScheduledSetSample
     dead_size: int

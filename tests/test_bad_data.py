@@ -28,6 +28,7 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from exporter import metrics
 from exporter.cardinality import CLASS_LIMIT, QUEUE_LIMIT
 from exporter.model import HISTOGRAM_BUCKETS, ProcessSample, RunningJob
 from exporter.sidekiq import decode
@@ -45,6 +46,7 @@ SKIP_REASONS = {
     decode.INVALID_METRIC,
     decode.WRONG_TYPE,
     decode.COMMAND_ERROR,
+    decode.INVALID_COUNTER,
     QUEUE_LIMIT,
     CLASS_LIMIT,
 }
@@ -388,11 +390,11 @@ def worlds(draw: st.DrawFn) -> tuple[Callable[[redis.Redis, float], None], Plan]
 
     for stat in ("stat:processed", "stat:failed"):
         kind = draw(KIND)
-        plan.add(kind, decode.COMMAND_ERROR)
+        plan.add(kind, decode.INVALID_COUNTER)
         value = draw(
             {
                 "valid": st.integers(0, 2**62).map(lambda i: b"%d" % i),
-                "garbage": NOT_NUMERIC,
+                "garbage": NOT_NUMERIC | st.integers(max_value=-1).map(lambda i: b"%d" % i),
                 "random": NUMERIC_TEXT,
             }[kind]
         )
@@ -603,3 +605,77 @@ async def test_wrong_key_types_on_real_redis(redis_server: RedisServer, wrong: s
                 assert await pipeline.poll()
                 assert dict(pipeline.status.skipped_totals) == {decode.WRONG_TYPE: expected}
                 assert pipeline.scrape().value("sidekiq_up", target="default") == 1
+
+
+# --- negative input never makes a negative counter -----------------------------------------
+# OpenMetrics refuses a negative counter (or `_sum`, `_count`, bucket), and its parser then
+# rejects the whole response: one bad key would cost Prometheus every series of the exporter.
+
+
+def _negative_stat(key: str) -> Callable[[redis.Redis, int], None]:
+    def write(client: redis.Redis, poll: int) -> None:
+        client.set(key, 5 if poll == 0 else -5)
+
+    return write
+
+
+def _negative_latency(client: redis.Redis, poll: int) -> None:
+    # A job enqueued in the future (a producer's clock ahead): a negative latency, never a
+    # negative breach time.
+    job = {"class": "J", "enqueued_at": time.time() + 3600}
+    client.delete("queue:within_1_seconds")
+    client.sadd("queues", "within_1_seconds")
+    client.rpush("queue:within_1_seconds", dumps(job))
+
+
+def _negative_job_metrics(client: redis.Redis, poll: int) -> None:
+    # Counts that fall below zero (or failures above executions) after a good first poll.
+    minute = datetime.fromtimestamp(int(time.time() // 60) * 60, UTC)
+    key = KEYS.metrics_minute_v8(minute)
+    if poll == 0:
+        client.hset(key, mapping={"Job|p": 10, "Job|f": 2, "Job|ms": 500, "Upside|p": 1})
+        client.set(KEYS.histogram_v8("Job", minute), b"\x00\x08")
+    else:
+        client.hset(key, mapping={"Job|p": -5, "Job|f": -3, "Job|ms": -100, "Upside|f": 5})
+
+
+# Every counter-like family fed by Redis, and what plants negative input for it.
+NEGATIVE_INPUT: dict[str, Callable[[redis.Redis, int], None]] = {
+    "sidekiq_processed_jobs_total": _negative_stat("stat:processed"),
+    "sidekiq_failed_jobs_total": _negative_stat("stat:failed"),
+    "sidekiq_queue_sla_breach_seconds_total": _negative_latency,
+    "sidekiq_job_executions_total": _negative_job_metrics,
+    "sidekiq_job_failures_total": _negative_job_metrics,
+    "sidekiq_job_duration_seconds": _negative_job_metrics,
+}
+
+
+def test_every_counter_family_fed_by_redis_has_a_negative_input_case() -> None:
+    counters = {row.name for row in metrics.METRICS if row.kind in ("counter", "histogram")}
+    own = {row.name for row in metrics.METRICS if row.own}
+    assert set(NEGATIVE_INPUT) == counters - own
+
+
+@pytest.mark.parametrize("family", sorted(NEGATIVE_INPUT))
+async def test_negative_input_keeps_openmetrics_valid(family: str) -> None:
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeAsyncRedis(server=server)
+    async with Pipeline.build(["--poll.interval=1s"], client=client) as pipeline:
+        for poll in range(2):  # a good (or baseline) poll, then the negative input
+            with fakeredis.FakeRedis(server=server) as sync:
+                NEGATIVE_INPUT[family](sync, poll)
+            assert await pipeline.poll()
+            # The OpenMetrics parser refuses the whole body if any counter is negative.
+            scrape = await pipeline.scrape_openmetrics()
+            assert scrape.value("sidekiq_up", target="default") == 1
+            negative = {k: v for k, v in scrape.samples.items() if v < 0}
+            assert not negative
+    skipped = dict(pipeline.status.skipped_totals)
+    if family in ("sidekiq_processed_jobs_total", "sidekiq_failed_jobs_total"):
+        # Skipped and counted, and the series left out rather than shown as a false reset.
+        assert skipped == {decode.INVALID_COUNTER: 1}
+        assert scrape.get(family, target="default") is None
+    elif family == "sidekiq_queue_sla_breach_seconds_total":
+        assert scrape.value(family, target="default", queue="within_1_seconds") == 0
+    else:
+        assert skipped == {decode.INVALID_METRIC: 3}

@@ -221,6 +221,27 @@ def test_error_replies_are_counted_by_kind_never_raised() -> None:
     assert skipped == {decode.WRONG_TYPE: 1, decode.COMMAND_ERROR: 2}
 
 
+@pytest.mark.parametrize(
+    ("reply", "value", "reason"),
+    [
+        (None, 0, None),  # no key yet: Sidekiq's own reading is 0
+        (b"42", 42, None),
+        (42, 42, None),
+        (b"-5", None, decode.INVALID_COUNTER),  # OpenMetrics counters cannot be negative
+        (-5, None, decode.INVALID_COUNTER),
+        (b"lots", None, decode.INVALID_COUNTER),
+        (b"1e400", None, decode.INVALID_COUNTER),
+        (ResponseError("WRONGTYPE x"), None, decode.WRONG_TYPE),
+    ],
+)
+def test_counter_reply_is_a_whole_number_of_at_least_zero(
+    reply: object, value: int | None, reason: str | None
+) -> None:
+    skipped = decode.Skipped()
+    assert decode.counter_reply(reply, skipped) == value
+    assert skipped == ({reason: 1} if reason else {})
+
+
 def test_queues_section_reads_a_tail_only_for_the_queues_planned() -> None:
     skipped = decode.Skipped()
     replies = [5, job(enqueued_at=NOW - 3), 7, 2, b"{not json", ResponseError("WRONGTYPE x")]

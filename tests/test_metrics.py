@@ -10,9 +10,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.registry import DuplicateTimeseries
 
-from exporter import metrics
+from exporter import cardinality, metrics
 from exporter.collector import _Families
 from exporter.metrics import METRICS
+from exporter.sidekiq import decode
 from tests.support import generated, golden
 
 
@@ -46,6 +47,13 @@ def test_rows_are_well_formed() -> None:
         assert row.unit, row.name
         assert row.sidekiq, row.name
         assert not row.name.startswith("sidekiq_exporter_") or row.own, row.name
+
+
+def test_skipped_items_lists_every_reason_and_only_those() -> None:
+    # The reasons are constants of the rooms that skip (decoders and limits); the reference
+    # names each in backquotes, so a new reason cannot go undocumented.
+    listed = set(re.findall(r"`([a-z_]+)`", metrics.SKIPPED_ITEMS.notes)) - {"reason"}
+    assert listed == set(decode.REASONS) | set(cardinality.REASONS)
 
 
 def test_the_collector_refuses_a_family_outside_the_table() -> None:

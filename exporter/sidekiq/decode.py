@@ -32,6 +32,17 @@ INVALID_WORK = "invalid_work"  # work-hash value that is empty or doesn't parse
 INVALID_METRIC = "invalid_metric"  # `j|` field or histogram that doesn't parse
 WRONG_TYPE = "wrong_type"  # a key that holds another Redis type (WRONGTYPE)
 COMMAND_ERROR = "command_error"  # any other error reply to a single command
+INVALID_COUNTER = "invalid_counter"  # a counter key (`stat:processed`) not a whole number ≥ 0
+# Every reason above: the decoders' share of `sidekiq_exporter_skipped_items_total{reason}`.
+REASONS = (
+    INVALID_JOB,
+    INVALID_PROCESS,
+    INVALID_WORK,
+    INVALID_METRIC,
+    INVALID_COUNTER,
+    WRONG_TYPE,
+    COMMAND_ERROR,
+)
 
 # Sidekiq 8 writes job timestamps as integer epoch milliseconds, older versions as float epoch
 # seconds. An integer below 1e11 is taken as seconds: 1e11 s is the year 5138, 1e11 ms is 1973.
@@ -349,6 +360,26 @@ def int_reply(reply: object, skipped: Skipped) -> int:
     if value is None:
         skipped[COMMAND_ERROR] += 1
         return 0
+    return value
+
+
+def counter_reply(reply: object, skipped: Skipped) -> int | None:
+    """A counter key's value (`GET stat:processed`): 0 when absent, None when unusable.
+
+    A counter is exported as an OpenMetrics counter, which cannot be negative: one negative
+    sample makes the parser reject the whole response. So a negative value is skipped like a
+    malformed one, and the series is left out rather than shown as 0 (a false reset).
+    """
+    if skipped.error(reply):
+        return None
+    if reply is None:
+        return 0
+    value = (
+        reply if isinstance(reply, int) else parse_int(reply) if isinstance(reply, bytes) else None
+    )
+    if value is None or value < 0:
+        skipped[INVALID_COUNTER] += 1
+        return None
     return value
 
 

@@ -90,8 +90,8 @@ class _First:
     queue_names: list[str]
     identities: list[str]
     paused: set[str]
-    processed: int
-    failed: int
+    processed: int | None
+    failed: int | None
     dead_size: int
     schedule: tuple[int, float | None]  # size, lowest score
     retry: tuple[int, float | None]
@@ -215,8 +215,8 @@ class Reader:
             queue_names=queue_names,
             identities=identities,
             paused=set(decode.unique_text(decode.members(paused_reply, skipped))),
-            processed=int_reply(processed, skipped),
-            failed=int_reply(failed, skipped),
+            processed=decode.counter_reply(processed, skipped),
+            failed=decode.counter_reply(failed, skipped),
             dead_size=int_reply(dead, skipped),
             schedule=(int_reply(scheduled, skipped), lowest_score(scheduled_low, skipped)),
             retry=(int_reply(retries, skipped), lowest_score(retries_low, skipped)),

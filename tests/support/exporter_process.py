@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 
 from .processes import StartCleanupContext, kill_process, stop_process
@@ -73,11 +74,20 @@ class Scrape:
     scraped_at: float  # time.time() when the response arrived
 
     @classmethod
-    def parse(cls, text: str, scraped_at: float | None = None) -> Scrape:
-        """Parse the text exposition format with prometheus_client's own parser."""
+    def parse(
+        cls, text: str, scraped_at: float | None = None, *, openmetrics: bool = False
+    ) -> Scrape:
+        """Parse the text exposition format with prometheus_client's own parser, or with
+        `openmetrics` its OpenMetrics parser, which also refuses what OpenMetrics forbids (a
+        negative counter, a histogram whose `_count` is not its `+Inf` bucket, ...)."""
         samples: dict[MetricKey, float] = {}
         types: dict[str, str] = {}
-        for family in text_string_to_metric_families(text):
+        parse = (
+            openmetrics_parser.text_string_to_metric_families
+            if openmetrics
+            else text_string_to_metric_families
+        )
+        for family in parse(text):
             types[family.name] = family.type
             for sample in family.samples:
                 key = (sample.name, frozenset(sample.labels.items()))

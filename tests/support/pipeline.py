@@ -3,6 +3,7 @@
     async with Pipeline.build(["--collect.queues.max=2"], client=fake) as pipeline:
         assert await pipeline.poll()              # one Poller.poll_once: read, derive, publish
         scrape = pipeline.scrape()                # SidekiqCollector -> text format -> parsed
+        scrape = await pipeline.scrape_openmetrics()  # as /metrics renders it for Prometheus
 
 `cli.build_pollers` does the wiring (settings -> QueueSelector, Reader, Deriver, Poller), so a
 test through here also covers it. `client=` swaps in any redis-py compatible async client
@@ -19,13 +20,13 @@ from types import TracebackType
 from typing import Any, Self
 from unittest import mock
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
+from prometheus_client.exposition import choose_encoder, generate_latest
 
 from exporter import cli
 from exporter.clock import SystemClock
 from exporter.derive import Deriver
 from exporter.poller import Poller
+from exporter.render_cache import RenderCache, RenderRegistry
 from exporter.settings import Settings, load_settings
 from exporter.sidekiq.reader import Reader
 from exporter.store import Store, TargetStatus
@@ -39,7 +40,7 @@ class Pipeline:
 
     settings: Settings
     store: Store
-    registry: CollectorRegistry
+    registry: RenderRegistry
     pollers: Sequence[Poller]
     stack: AsyncExitStack
 
@@ -48,7 +49,8 @@ class Pipeline:
         """Settings from `argv` (flags only, no environment), wired by `cli.build_pollers`."""
         settings = load_settings(list(argv), {}, stdout_is_tty=False)
         store = Store(target.name for target in settings.targets)
-        registry = CollectorRegistry(auto_describe=False)
+        # As `cli.serve` builds it, so /metrics' render path can be taken too.
+        registry = RenderRegistry(auto_describe=False, support_collectors_without_names=True)
         stack = AsyncExitStack()
         if client is None:
             pollers = cli.build_pollers(settings, store, registry, SystemClock(), stack)
@@ -87,6 +89,13 @@ class Pipeline:
     def scrape(self) -> Scrape:
         """What `/metrics` would answer now, parsed (duplicate series raise)."""
         return Scrape.parse(generate_latest(self.registry).decode("utf-8"))
+
+    async def scrape_openmetrics(self) -> Scrape:
+        """What `/metrics` would answer Prometheus now (OpenMetrics, through the render cache
+        as the web app renders it), parsed by the OpenMetrics parser."""
+        encoder, content_type = choose_encoder("application/openmetrics-text; version=1.0.0")
+        body = await RenderCache(self.registry).render(encoder, content_type)
+        return Scrape.parse(body.decode("utf-8"), openmetrics=True)
 
     async def aclose(self) -> None:
         await self.stack.aclose()
