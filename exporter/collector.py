@@ -241,22 +241,18 @@ class SidekiqCollector(Collector):
             for served, threads in process.queue_capacity.items():
                 workers[served] += threads
                 listeners[served] += 1
-        names = [q.name for q in sample.queues]
-        known = set(names)
-        # Queues served (or running jobs) but never pushed to are real, empty queues.
-        extra = sorted((set(workers) | set(busy)) - known)
-        by_name = {q.name: q for q in sample.queues}
-        for name in names + extra:
+        for queue in sample.queues:
+            name = queue.name
             labels = [target, name]
-            queue = by_name.get(name)
-            f.add(m.QUEUE_ENQUEUED_JOBS, labels, queue.size if queue else 0)
-            f.add(m.QUEUE_LATENCY, labels, queue.latency_at(now) if queue else 0.0)
-            f.add(m.QUEUE_PAUSED, labels, 1 if queue and queue.paused else 0)
+            f.add(m.QUEUE_ENQUEUED_JOBS, labels, queue.size)
+            f.add(m.QUEUE_LATENCY, labels, queue.latency_at(now))
+            f.add(m.QUEUE_PAUSED, labels, 1 if queue.paused else 0)
             f.add(m.QUEUE_BUSY_WORKERS, labels, busy.get(name, 0))
             f.add(m.QUEUE_WORKERS, labels, workers.get(name, 0))
             f.add(m.QUEUE_PROCESSES, labels, listeners.get(name, 0))
             f.add(m.QUEUE_MAX_PROCESSING_TIME, labels, clamp_age(now, oldest_run.get(name)))
-        for name in names:
+        for queue in sample.queues:
+            name = queue.name
             sla = snapshot.queue_slas.get(name)
             if sla is None:
                 continue

@@ -116,6 +116,8 @@ class Sample:
     scheduled: ScheduledSetSample
     retry: ScheduledSetSample
     dead_size: int
+    # Every exported queue: the `queues` set's, then (empty, by name) those only processes or
+    # running jobs name, served but never pushed to.
     queues: tuple[QueueSample, ...]
     processes: tuple[ProcessSample, ...]
     running_jobs: tuple[RunningJob, ...]

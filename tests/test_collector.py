@@ -53,6 +53,7 @@ def make_sample() -> Sample:
             QueueSample("default", 5, NOW - 42, False),
             QueueSample("within_5_seconds", 0, None, True),
             QueueSample("orphan", 2, NOW + 3, False),  # skewed clock: clamped to 0
+            QueueSample("low", 0, None, False),  # served, never pushed to (the reader adds it)
         ),
         processes=(
             ProcessSample(
@@ -109,6 +110,7 @@ def make_snapshot(sample: Sample | None = None) -> Snapshot:
             "default": QueueSla(None, "", "none"),
             "within_5_seconds": QueueSla(5.0, "", "name"),
             "orphan": QueueSla(60.0, "billing", "config"),
+            "low": QueueSla(None, "", "none"),
         },
         sla_breach_seconds={"within_5_seconds": 0.0, "orphan": 12.5},
         # "Mailer" is beyond the job-class limit: no series by class, still busy in its queue.

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import fakeredis
 import pytest
 import redis
 from hypothesis import given
@@ -29,6 +30,7 @@ from exporter.store import Store
 from exporter.targets import QueueRule, build_target
 from tests.support.exporter_process import ExporterProcess, Scrape
 from tests.support.layouts import V7, SidekiqWriter
+from tests.support.pipeline import Pipeline
 from tests.support.redis_server import RedisServer
 from tests.support.samples import empty_sample
 
@@ -527,6 +529,42 @@ async def test_build_pollers_resolves_slas_from_config_and_names(
         "billing_within_5_minutes": QueueSla(300.0, "billing", "name"),
         "critical": NO_SLA,
     }
+
+
+async def test_every_exported_queue_gets_its_sla_wherever_its_name_came_from() -> None:
+    # Sidekiq adds a name to the `queues` set only on push: a queue that processes serve (or
+    # that a running job came from) and nobody pushed to yet is exported as an empty queue,
+    # and its SLA, info and breach series come from its name like any other's.
+    server = fakeredis.FakeServer()
+    with fakeredis.FakeRedis(server=server) as sync:
+        writer = SidekiqWriter(sync, V7)
+        now = redis_time(sync)
+        writer.push("pushed_within_1_minute", writer.job("Job", enqueued_at=now))
+        writer.process("w:1:a", beat=now, queues=["reports_within_5_minutes", "default"])
+        job = writer.job("Mail", "mailers_within_2_minutes")
+        writer.work("w:1:a", "t1", "mailers_within_2_minutes", job, run_at=now)
+    client = fakeredis.FakeAsyncRedis(server=server)
+    async with Pipeline.build(["--poll.interval=1s"], client=client) as pipeline:
+        assert await pipeline.poll()
+        scrape = pipeline.scrape()
+    slas = {
+        "pushed_within_1_minute": 60,
+        "reports_within_5_minutes": 300,  # served, never pushed to
+        "mailers_within_2_minutes": 120,  # a job runs from it, nobody serves or pushed to it
+    }
+    for queue, seconds in slas.items():
+        assert queue_value(scrape, "sidekiq_queue_sla_seconds", queue) == seconds
+        assert queue_value(scrape, "sidekiq_queue_sla_breach_seconds_total", queue) == 0
+        component = queue.split("_within_")[0]
+        info = {"target": "default", "queue": queue, "component": component}
+        assert scrape.value("sidekiq_queue_info", **info, sla_source="name") == 1
+    assert queue_value(scrape, "sidekiq_queue_enqueued_jobs", "reports_within_5_minutes") == 0
+    assert queue_value(scrape, "sidekiq_queue_workers", "reports_within_5_minutes") == 5
+    assert queue_value(scrape, "sidekiq_queue_busy_workers", "mailers_within_2_minutes") == 1
+    # Every queue with any per-queue series has its info series: one set of queues throughout.
+    queues = set(scrape.by_label("sidekiq_queue_enqueued_jobs", "queue", target="default"))
+    assert queues == set(slas) | {"default"}
+    assert set(scrape.by_label("sidekiq_queue_info", "queue", target="default")) == queues
 
 
 @pytest.fixture

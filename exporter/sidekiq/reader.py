@@ -284,6 +284,14 @@ class Reader:
         )
         if dropped:
             skipped[QUEUE_LIMIT] += dropped
+        # Queues only processes or running jobs name (served, never pushed to: Sidekiq adds a
+        # name to `queues` on push) are real, empty queues: in the Sample like any other, so
+        # everything downstream (SLAs, breach time, every per-queue family) treats them alike.
+        pushed = {q.name for q in queue_samples}
+        queue_samples += [
+            QueueSample(name, 0, None, name in first.paused)
+            for name in sorted(self.queues.exported - pushed)
+        ]
         minutes = await self._metrics_minutes(
             poll, first.metrics, histogram_keys, replies[histograms]
         )

@@ -37,6 +37,7 @@ OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
 # Label values a scraper must see escaped: quote, backslash, newline, and non-ASCII text.
 ODD_QUEUE = 'odd "queue" \\ with\nnewline'
 ODD_CLASS = "Ünïcode::Job\\Namespaced"
+EXPORTS = "exports_within_1_hour"  # a queue only a process serves
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ def _main_snapshot() -> Snapshot:
             QueueSample("billing_within_5_minutes", 0, None, True),  # empty and paused
             QueueSample("reports", 7, NOW - 600, False),  # SLA from the config file
             QueueSample(ODD_QUEUE, 1, NOW + 4, False),  # a skewed clock: latency 0
+            # Served, never pushed to: the reader adds it, empty; its SLA comes from its name.
+            QueueSample(EXPORTS, 0, None, False),
         ),
         processes=(
             _process("web-1:101:aaaaaaaaaaaa", "app", "8.1.7"),
@@ -97,14 +100,14 @@ def _main_snapshot() -> Snapshot:
                 concurrency=2,
                 busy=1,
                 quiet=True,
-                queue_capacity={"exports": 2},  # served, never pushed to
+                queue_capacity={EXPORTS: 2},
             ),
         ),
         running_jobs=(
             RunningJob("web-1:101:aaaaaaaaaaaa", "default", "HardJob", NOW - 30),
             RunningJob("web-1:101:aaaaaaaaaaaa", "default", "HardJob", NOW - 4),
             RunningJob("web-1:101:aaaaaaaaaaaa", "within_5_seconds", ODD_CLASS, NOW - 1),
-            RunningJob("slow-1:202:bbbbbbbbbbbb", "exports", "CsvExportJob", NOW - 1800),
+            RunningJob("slow-1:202:bbbbbbbbbbbb", EXPORTS, "CsvExportJob", NOW - 1800),
             # Beyond the job-class limit: busy in its queue, no series by class.
             RunningJob("web-1:101:aaaaaaaaaaaa", "default", "DroppedJob", NOW - 2),
         ),
@@ -131,11 +134,13 @@ def _main_snapshot() -> Snapshot:
             "billing_within_5_minutes": QueueSla(300.0, "billing", "name"),
             "reports": QueueSla(7200.0, "analytics", "config"),
             ODD_QUEUE: QueueSla(None, "odd", "none"),
+            EXPORTS: QueueSla(3600.0, "exports", "name"),
         },
         sla_breach_seconds={
             "within_5_seconds": 4.75,
             "billing_within_5_minutes": 0.0,
             "reports": 0.0,
+            EXPORTS: 0.0,
         },
         running_jobs=tuple(j for j in sample.running_jobs if j.job_class != "DroppedJob"),
         skipped={"class_limit": 1},
