@@ -238,6 +238,10 @@ class SidekiqCollector(Collector):
         workers: dict[str, int] = defaultdict(int)
         listeners: dict[str, int] = defaultdict(int)
         for process in sample.processes:
+            # A quiet or stopping process fetches no new job: its threads are no capacity for
+            # the jobs waiting (its running jobs still count as busy in their queues).
+            if process.quiet:
+                continue
             for served, threads in process.queue_capacity.items():
                 workers[served] += threads
                 listeners[served] += 1

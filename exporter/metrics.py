@@ -212,17 +212,21 @@ QUEUE_BUSY_WORKERS: Final = Family(
 QUEUE_WORKERS: Final = Family(
     "sidekiq_queue_workers",
     "gauge",
-    "Threads of live processes that serve this queue (capacity).",
+    "Threads of live processes that fetch from this queue (capacity); quiet or stopping "
+    "processes fetch nothing and do not count.",
     _QUEUE,
     "threads",
-    notes="Per capsule where the process reports capsules (8.0.9+), else its concurrency.",
+    notes="Per capsule where the process reports capsules (8.0.9+), else its concurrency. "
+    "`sidekiq_workers` still counts every live process.",
 )
 QUEUE_PROCESSES: Final = Family(
     "sidekiq_queue_processes",
     "gauge",
-    "Live processes that serve this queue.",
+    "Live processes that fetch from this queue; quiet or stopping ones do not count.",
     _QUEUE,
     "processes",
+    notes="0 while jobs wait means nobody will take them: every process serving the queue is "
+    "gone or quiet. `sidekiq_processes` still counts every live process.",
 )
 QUEUE_MAX_PROCESSING_TIME: Final = Family(
     "sidekiq_queue_max_processing_time_seconds",

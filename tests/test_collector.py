@@ -174,13 +174,30 @@ def test_queue_families() -> None:
     assert value(r, "sidekiq_queue_paused", queue="default") == 0
     assert value(r, "sidekiq_queue_busy_workers", queue="default") == 3
     assert value(r, "sidekiq_queue_busy_workers", queue="orphan") == 0
-    assert value(r, "sidekiq_queue_workers", queue="default") == 8
-    assert value(r, "sidekiq_queue_processes", queue="default") == 2
+    # w2 is quiet: it fetches nothing, so only w1's 5 threads serve "default".
+    assert value(r, "sidekiq_queue_workers", queue="default") == 5
+    assert value(r, "sidekiq_queue_processes", queue="default") == 1
     assert value(r, "sidekiq_queue_workers", queue="orphan") == 0
     assert value(r, "sidekiq_queue_max_processing_time_seconds", queue="default") == 30
-    # "low" is served but was never pushed to: an empty queue with capacity.
-    assert value(r, "sidekiq_queue_workers", queue="low") == 3
     assert value(r, "sidekiq_queue_enqueued_jobs", queue="low") == 0
+
+
+def test_quiet_processes_are_no_capacity_but_their_jobs_are_busy() -> None:
+    # "low" is served only by the quiet w2: no thread will take its jobs. The totals keep
+    # counting every live process, quiet or not.
+    r = registry_for(make_status(make_snapshot()))
+    assert value(r, "sidekiq_queue_workers", queue="low") == 0
+    assert value(r, "sidekiq_queue_processes", queue="low") == 0
+    assert value(r, "sidekiq_queue_busy_workers", queue="default") == 3  # w2's Mailer too
+    assert value(r, "sidekiq_processes") == 2
+    assert value(r, "sidekiq_workers") == 8
+    assert value(r, "sidekiq_busy_workers") == 3
+    awake = replace(make_sample().processes[1], quiet=False)
+    sample = replace(make_sample(), processes=(make_sample().processes[0], awake))
+    r = registry_for(make_status(make_snapshot(sample)))
+    assert value(r, "sidekiq_queue_workers", queue="low") == 3
+    assert value(r, "sidekiq_queue_processes", queue="low") == 1
+    assert value(r, "sidekiq_queue_workers", queue="default") == 8
 
 
 def test_sla_families() -> None:

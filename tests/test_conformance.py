@@ -2,7 +2,8 @@
 
 For each of Sidekiq 6.4.1, 7.3.2 and 8.1.x on Redis 7.0, and for the newest (8.1.x) also on
 Redis 8 and Valkey 9 (`RUNS`), `tests/support/conformance.py` runs one scenario (a real
-server, two real Sidekiq processes doing real jobs, then quiet), reads Sidekiq's API
+server, two real Sidekiq processes doing real jobs, then quiet, and a third that stays awake),
+reads Sidekiq's API
 (`tests/sidekiq_app/truth.rb`) before and after one scrape of the real exporter daemon, which
 runs as a read-only Redis ACL user. Every check here requires the exporter's value to lie
 between the two truths; ages may be off by one poll interval plus a second.
@@ -14,7 +15,8 @@ Where Sidekiq's API has no figure or a different one, the test says why ours is 
   processes serving the queue) is wrong whenever a process serves several queues. We count
   the work hashes by queue, exactly what `WorkSet` lists.
 - Capacity per queue is not in the API either: it is Σ concurrency of the live processes
-  whose `queues` include it, which is what the test computes from `ProcessSet`.
+  whose `queues` include it and that are not quiet or stopping (`Process#stopping?`: they
+  fetch nothing), which is what the test computes from `ProcessSet`.
 - Ages use Redis `TIME` where the API uses the reader's clock (the same host here).
 """
 
@@ -30,6 +32,7 @@ import pytest
 
 from tests.support.conformance import (
     ALLOWED_COMMANDS,
+    AWAKE_QUEUE,
     EXPORTER_ACL_COMMANDS,
     EXPORTER_USER,
     ORPHAN_QUEUE,
@@ -91,10 +94,13 @@ def run(request: pytest.FixtureRequest) -> ConformanceRun:
 
 
 def capacity_of(truth: dict[str, Any]) -> tuple[Counter[str], Counter[str]]:
-    """(threads, processes) serving each queue, from ProcessSet's `queues` and `concurrency`."""
+    """(threads, processes) fetching from each queue, from ProcessSet's `queues`,
+    `concurrency` and `stopping?` (a quiet or stopping process fetches nothing)."""
     threads: Counter[str] = Counter()
     listeners: Counter[str] = Counter()
     for process in truth["processes"]:
+        if process["stopping"]:
+            continue
         for queue in set(process["queues"]):
             threads[queue] += int(process["concurrency"])
             listeners[queue] += 1
@@ -118,7 +124,8 @@ def test_scenario_exercised_every_case(run: ConformanceRun) -> None:
     )
     assert before["sidekiq_version"] == run.version.version
     assert sorted(p["tag"] for p in before["processes"]) == sorted(run.specs)
-    assert all(p["stopping"] for p in before["processes"]), "both processes are quiet"
+    stopping = {p["tag"]: p["stopping"] for p in before["processes"]}
+    assert stopping == {"alpha": True, "beta": True, "gamma": False}, "alpha and beta are quiet"
     classes = {(w["queue"], w["display_class"]) for w in work_of(before)}
     assert classes == {
         ("default", "SlowJob"),
@@ -144,7 +151,7 @@ def test_scenario_exercised_every_case(run: ConformanceRun) -> None:
     assert before["dead"]["size"] == 2
     assert before["scheduled"]["size"] == 5  # four an hour out, one overdue
     assert run.stale_member_at_scrape
-    assert run.processes_scard_at_scrape == 3
+    assert run.processes_scard_at_scrape == 4
     # The cluster stood still between the two truths (what makes "between" meaningful).
     for key in ("processed", "failed", "enqueued", "scheduled_size", "retry_size", "dead_size"):
         assert before["stats"][key] == after["stats"][key], key
@@ -187,7 +194,8 @@ def test_scheduled_overdue_and_lag(run: ConformanceRun) -> None:
 def test_queue_size_latency_paused(run: ConformanceRun) -> None:
     s = run.scrape
     before, after = queues_of(run.truth_before), queues_of(run.truth_after)
-    assert set(s.by_label("sidekiq_queue_enqueued_jobs", "queue")) == set(before)
+    # Sidekiq's queues, and gamma's: served, never pushed to (below).
+    assert set(s.by_label("sidekiq_queue_enqueued_jobs", "queue")) == set(before) | {AWAKE_QUEUE}
     for name, q in before.items():
         labels = {**T, "queue": name}
         assert_between(
@@ -236,15 +244,15 @@ def test_live_processes_ignore_stale_member(run: ConformanceRun) -> None:
     """
     s, before, after = run.scrape, run.truth_before, run.truth_after
     assert run.stale_member_at_scrape
-    assert run.processes_scard_at_scrape == 3
-    assert before["stats"]["processes_size"] == 3  # Sidekiq's API inflation, documented
-    # ProcessSet#size: 6.4.1's ProcessSet.new cleans first (SREM) and the size is 2. 7.x's
+    assert run.processes_scard_at_scrape == 4
+    assert before["stats"]["processes_size"] == 4  # Sidekiq's API inflation, documented
+    # ProcessSet#size: 6.4.1's ProcessSet.new cleans first (SREM) and the size is 3. 7.x's
     # size is SCARD too, and its cleanup runs at most once a minute (SET process_cleanup NX
-    # EX 60, taken by the server's scheduler when it went quiet): the stale member counts.
-    assert before["process_set"]["size"] == (2 if run.version.version.startswith("6.") else 3)
+    # EX 60, taken by a server's scheduler before it went quiet): the stale member counts.
+    assert before["process_set"]["size"] == (3 if run.version.version.startswith("6.") else 4)
     live = s.value("sidekiq_processes", **T)
     assert_between(live, len(before["processes"]), len(after["processes"]), "live processes")
-    assert live == 2
+    assert live == 3  # quiet ones included: a process total, as Sidekiq's own
     identities = {dict(ls)["identity"] for ls in s.series("sidekiq_process_busy_workers")}
     assert identities == set(run.identities.values())
     assert run.stale_identity not in identities
@@ -302,8 +310,8 @@ def test_per_process_series(run: ConformanceRun) -> None:
             assert stored == (str(spec.concurrency), None)
         else:
             assert stored == (None, spec.concurrency)
-        assert s.value("sidekiq_process_quiet", **labels) == 1
-        assert p1["quiet"] == p2["quiet"] == "true"
+        assert s.value("sidekiq_process_quiet", **labels) == int(spec.quiet)
+        assert p1["quiet"] == p2["quiet"] == ("true" if spec.quiet else "false")
         assert s.value("sidekiq_process_start_time_seconds", **labels) == pytest.approx(
             p1["started_at"], abs=1e-6
         )
@@ -349,7 +357,9 @@ def test_queue_busy_oldest_running_and_capacity(run: ConformanceRun) -> None:
     threads, listeners = capacity_of(before)
     assert capacity_of(after) == (threads, listeners)
     queues = set(s.by_label("sidekiq_queue_busy_workers", "queue"))
-    assert queues == set(queues_of(before)) | set(threads)
+    # Every queue a live process serves is exported, quiet or not; only capacity differs.
+    served = {q for p in before["processes"] for q in p["queues"]}
+    assert queues == set(queues_of(before)) | served
     for queue in queues:
         labels = {**T, "queue": queue}
         assert s.value("sidekiq_queue_busy_workers", **labels) == busy.get(queue, 0), queue
@@ -366,15 +376,29 @@ def test_queue_busy_oldest_running_and_capacity(run: ConformanceRun) -> None:
             assert age == 0.0, queue
         assert s.value("sidekiq_queue_workers", **labels) == threads.get(queue, 0), queue
         assert s.value("sidekiq_queue_processes", **labels) == listeners.get(queue, 0), queue
-    # alpha (4 threads) and beta (3) both serve default and critical; only beta billing;
-    # only alpha within_5_seconds; nobody orphan_queue.
-    assert dict(threads) == {
-        "critical": 7,
-        "default": 7,
-        "within_5_seconds": 4,
-        "billing_within_5_minutes": 3,
-    }
+    # alpha (4 threads) and beta (3) serve critical, default, within_5_seconds and billing,
+    # but both are quiet: jobs waiting there have no thread to take them. gamma (2, awake)
+    # serves reports only; nobody orphan_queue.
+    assert dict(threads) == {AWAKE_QUEUE: 2}
+    assert dict(listeners) == {AWAKE_QUEUE: 1}
+    assert served == set(SERVED_QUEUES) | {AWAKE_QUEUE}
+    assert s.value("sidekiq_queue_workers", **T, queue="critical") == 0
     assert s.value("sidekiq_queue_workers", **T, queue=ORPHAN_QUEUE) == 0
+    # The totals keep counting every live process, the quiet ones too.
+    assert s.value("sidekiq_workers", **T) == sum(p["concurrency"] for p in before["processes"])
+
+
+def test_queue_only_served_has_its_sla_from_its_name(run: ConformanceRun) -> None:
+    """gamma's queue is in no `queues` set (Sidekiq adds a name there on push): exported as an
+    empty queue all the same, with its SLA, info and breach series from its name."""
+    s = run.scrape
+    assert AWAKE_QUEUE not in queues_of(run.truth_before)
+    labels = {**T, "queue": AWAKE_QUEUE}
+    assert s.value("sidekiq_queue_enqueued_jobs", **labels) == 0
+    assert s.value("sidekiq_queue_sla_seconds", **labels) == 300
+    assert s.value("sidekiq_queue_sla_breach_seconds_total", **labels) == 0
+    info = {**labels, "component": "reports", "sla_source": "name"}
+    assert s.value("sidekiq_queue_info", **info) == 1
 
 
 def test_per_queue_busy_from_process_totals_would_be_wrong(run: ConformanceRun) -> None:

@@ -7,11 +7,12 @@ returns everything the checks in tests/test_conformance.py compare:
    with a read-only ACL user for the exporter (`EXPORTER_ACL_COMMANDS`, the
    docs/redis-layout.md §11 line), checked to deny and log a write first;
 2. the exporter daemon, as that user, through a proxy that records every command it sends;
-3. two Sidekiq processes (different tags, concurrencies and queue lists; on 6.4.1 one also
+3. three Sidekiq processes (different tags, concurrencies and queue lists; on 6.4.1 one also
    runs sidekiq-cron), the workload of tests/sidekiq_app/enqueue.rb with long jobs that keep
-   both busy, and — once every served queue has drained — TSTP to both (quiet: no new fetches,
-   the scheduler stops, running jobs go on), jobs pushed after that (they wait), one more
-   heartbeat so Redis holds the quiet state;
+   two of them busy, and — once every served queue has drained — TSTP to those two (quiet: no
+   new fetches, the scheduler stops, running jobs go on), jobs pushed after that (they wait),
+   one more heartbeat so Redis holds the quiet state. The third stays awake, without a
+   scheduler, serving only a queue nobody pushes to;
 4. a stale `processes` member (no hash), truth → a scrape from a poll that began after it →
    truth again, then SIGTERM to the exporter (exit 0 within 5 s) and the ACL log.
 
@@ -63,6 +64,7 @@ ALLOWED_COMMANDS = frozenset({c[1:].upper() for c in EXPORTER_ACL_COMMANDS} | {"
 # Queues: who serves what. orphan_queue is pushed to but served by nobody.
 SERVED_QUEUES = ("critical", "within_5_seconds", "billing_within_5_minutes", "default")
 ORPHAN_QUEUE = "orphan_queue"
+AWAKE_QUEUE = "reports_within_5_minutes"  # served by the one process that stays awake
 LONG_JOB_SECONDS = 600  # long jobs outlive the scenario; TERM requeues them at teardown
 
 
@@ -72,11 +74,17 @@ class ProcessSpec:
     queues: tuple[str, ...]  # as given to `-q` (6.x expands `name,weight`)
     concurrency: int
     cron: bool = False
+    # Quiet before the truths (TSTP). One that stays awake runs no scheduler, which would move
+    # the overdue scheduled job (and on 6.4.1 prune the stale member) during the comparison.
+    quiet: bool = True
 
 
 PROCESS_SPECS = (
     ProcessSpec("alpha", ("critical,2", "within_5_seconds", "default"), 4, cron=True),
     ProcessSpec("beta", ("billing_within_5_minutes", "default", "critical"), 3),
+    # Awake, serving only a queue nobody pushes to: capacity that counts, and a queue that is
+    # in no `queues` set yet has its SLA from its name.
+    ProcessSpec("gamma", (AWAKE_QUEUE,), 2, quiet=False),
 )
 
 
@@ -242,6 +250,8 @@ def run_scenario(version_name: str, server_name: str = REDIS_7_0.name) -> Confor
             if spec.cron and cron_on:
                 # Cron poller every second, first poll within 5 s of boot (see app.rb).
                 env = {"SIDEKIQ_APP_CRON_POLL": "1", "SIDEKIQ_APP_POLL_AVERAGE": "1"}
+            if not spec.quiet:
+                env["SIDEKIQ_APP_NO_SCHEDULER"] = "1"  # see ProcessSpec.quiet
             process = SidekiqProcess(
                 version,
                 server.url,
@@ -282,10 +292,12 @@ def run_scenario(version_name: str, server_name: str = REDIS_7_0.name) -> Confor
             raw = server.execute("HGETALL", "cron_job:every_minute")
             cron = dict(zip(raw[0::2], raw[1::2], strict=True))
 
-        # Quiet both: no new fetches, the schedulers (and cron poller) stop, long jobs go on.
-        quiet_at = quiet(server, processes.values())
+        # Quiet alpha and beta: no new fetches, their schedulers (and cron poller) stop, long
+        # jobs go on. gamma stays awake; nothing is pushed to its queue.
+        quieted = [processes[spec.tag] for spec in PROCESS_SPECS if spec.quiet]
+        quiet_at = quiet(server, quieted)
         late = enqueue(version, server.url, critical=3, within_5_seconds=2, overdue=1)
-        wait_for_quiet_beat(processes.values(), quiet_at)
+        wait_for_quiet_beat(quieted, quiet_at)
 
         # A member of `processes` whose hash is gone, as a crashed process leaves it (§5.5).
         stale = "crashed-host:4242:0123456789ab"
