@@ -1,7 +1,8 @@
 """Every rule that limits series: allow/deny regexes and a cap per kind, with stable ranking.
 
-One selector per kind (`QueueSelector`, `JobClassSelector`), each keeping its target's state
-between polls; no I/O. Which names are kept, and why in that order: docs/architecture.md.
+One selector per kind (`QueueSelector`, `JobClassSelector`, `ProcessSelector`), each keeping
+its target's state between polls; no I/O. Which names are kept, and why in that order:
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Final
 
-from exporter.logs import JOB_CLASS_LIMIT_REACHED, QUEUE_LIMIT_REACHED, get_logger
+from exporter.logs import (
+    JOB_CLASS_LIMIT_REACHED,
+    PROCESS_LIMIT_REACHED,
+    QUEUE_LIMIT_REACHED,
+    get_logger,
+)
 from exporter.model import ProcessSample, QueueSample, RunningJob
 
 log = get_logger(__name__)
@@ -19,8 +25,9 @@ log = get_logger(__name__)
 # Skip reasons: values of `sidekiq_exporter_skipped_items_total{reason}`.
 QUEUE_LIMIT: Final = "queue_limit"  # a queue beyond --collect.queues.max
 CLASS_LIMIT: Final = "class_limit"  # a job class beyond --collect.job-classes.max
+PROCESS_LIMIT: Final = "process_limit"  # a process beyond --collect.processes.max
 # Every reason above: the limits' share of `sidekiq_exporter_skipped_items_total{reason}`.
-REASONS: Final = (QUEUE_LIMIT, CLASS_LIMIT)
+REASONS: Final = (QUEUE_LIMIT, CLASS_LIMIT, PROCESS_LIMIT)
 
 
 @dataclass(eq=False)
@@ -33,6 +40,7 @@ class _Selector:
     allow: re.Pattern[str] | None = None
     deny: re.Pattern[str] | None = None
     _limit_logged: bool = field(default=False, init=False, repr=False)
+    _exported: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 0:
@@ -50,12 +58,22 @@ class _Selector:
             self._limit_logged = True
             log.warning(event, target=self.target, limit=self.limit, **fields)
 
+    def _rank(self, names: Collection[str], budget: int | None) -> tuple[list[str], int]:
+        """Permitted `names`, those exported last time first, then by name; cut at `budget`.
+
+        Stable: a name keeps its place while it is present, so series do not flap when others
+        come and go; a free place goes to the first newcomer by name."""
+        permitted = [n for n in names if self.permitted(n)]
+        if budget is None or len(permitted) <= budget:
+            return permitted, 0
+        previous = self._exported
+        ranked = sorted(permitted, key=lambda n: (n not in previous, n))
+        return ranked[:budget], len(ranked) - budget
+
 
 @dataclass(eq=False)
 class QueueSelector(_Selector):
     """Picks the queues one target exports; call `select` once per poll."""
-
-    _exported: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
     @property
     def exported(self) -> frozenset[str]:
@@ -120,14 +138,31 @@ class QueueSelector(_Selector):
             dropped,
         )
 
-    def _rank(self, names: Collection[str], budget: int | None) -> tuple[list[str], int]:
-        """Permitted `names`, those exported last time first, then by name; cut at `budget`."""
-        permitted = [n for n in names if self.permitted(n)]
-        if budget is None or len(permitted) <= budget:
-            return permitted, 0
-        previous = self._exported
-        ranked = sorted(permitted, key=lambda n: (n not in previous, n))
-        return ranked[:budget], len(ranked) - budget
+
+@dataclass(eq=False)
+class ProcessSelector(_Selector):
+    """Picks the processes whose per-process series one target exports, by identity; call
+    `select` once per poll. Totals and per-queue capacity count every process regardless."""
+
+    def select(self, processes: Sequence[ProcessSample]) -> tuple[tuple[ProcessSample, ...], int]:
+        """(processes to export, in the given order; how many the cap dropped) for one poll.
+
+        Those exported last poll first while they are still live, then the others by
+        identity. Remembers the result for the next poll."""
+        kept, dropped = self._rank([p.identity for p in processes], self.limit)
+        if not dropped:
+            self._exported = frozenset(kept)
+            return tuple(processes), 0
+        self._exported = exported = frozenset(kept)
+        self._limit_reached(
+            PROCESS_LIMIT_REACHED,
+            dropped=dropped,
+            reason="more live processes than --collect.processes.max; the rest have no "
+            "per-process series and are counted in "
+            'sidekiq_exporter_skipped_items_total{reason="process_limit"} (totals and '
+            "per-queue capacity still count them)",
+        )
+        return tuple(p for p in processes if p.identity in exported), dropped
 
 
 @dataclass(eq=False)

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
-from exporter.cardinality import JobClassSelector, QueueSelector
+from exporter.cardinality import JobClassSelector, ProcessSelector, QueueSelector
 from exporter.clock import Clock, SystemClock
 from exporter.collector import SidekiqCollector
 from exporter.config_file import ConfigError
@@ -122,6 +122,11 @@ def build_pollers(
             allow=settings.job_classes_allow,
             deny=settings.job_classes_deny,
         )
+        processes = (
+            ProcessSelector(target.name, limit=settings.processes_max)
+            if settings.collect_processes
+            else None
+        )
         reader = Reader(target.key_prefix, metrics_window_minutes=window, queues=queues)
         pollers.append(
             Poller(
@@ -129,7 +134,7 @@ def build_pollers(
                 settings,
                 store,
                 functools.partial(reader.read, client),
-                Deriver(target.name, derive_config, classes=classes),
+                Deriver(target.name, derive_config, classes=classes, processes=processes),
                 clock,
             )
         )

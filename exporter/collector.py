@@ -275,7 +275,7 @@ class SidekiqCollector(Collector):
         f.add(m.BUSY_WORKERS, [target], sum(p.busy for p in processes))
         if not self.settings.collect_processes:
             return
-        for p in processes:
+        for p in snapshot.processes:  # within --collect.processes.max
             labels = [target, p.identity, p.hostname, p.tag]
             f.add(m.PROCESS_BUSY_WORKERS, labels, p.busy)
             f.add(m.PROCESS_CONCURRENCY, labels, p.concurrency)

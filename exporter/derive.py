@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter.cardinality import CLASS_LIMIT, JobClassSelector
+from exporter.cardinality import CLASS_LIMIT, PROCESS_LIMIT, JobClassSelector, ProcessSelector
 from exporter.logs import JOB_METRICS_UNAVAILABLE, get_logger
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     NO_SLA,
     ClassMinute,
     JobClassTotals,
+    ProcessSample,
     QueueSla,
     Sample,
     Snapshot,
@@ -62,11 +63,14 @@ class Deriver:
         config: DeriveConfig | None = None,
         *,
         classes: JobClassSelector | None = None,
+        processes: ProcessSelector | None = None,
     ) -> None:
         self.target = target
         self.config = config or DeriveConfig()
         # --collect.job-classes.*: the same classes label the job families and running jobs.
         self.classes = classes if classes is not None else JobClassSelector(target)
+        # --collect.processes.max; None: no per-process series at all (--no-collect.processes).
+        self.processes = processes
         # minute key -> class -> last (executions, failures, ms, histogram) seen
         self._seen: dict[str, dict[str, tuple[int, int, int, tuple[int, ...]]]] = {}
         self._minute_start: dict[str, int] = {}  # minute key -> epoch start of that minute
@@ -90,6 +94,12 @@ class Deriver:
         queue_slas = {q.name: known.get(q.name) or resolve(q.name) for q in sample.queues}
         self._slas = queue_slas  # resolved once per queue name while the queue exists
         self._accumulate_breach(sample, queue_slas)
+        skipped = {CLASS_LIMIT: len(dropped)} if dropped else {}
+        processes: tuple[ProcessSample, ...] = ()
+        if self.processes is not None:
+            processes, over = self.processes.select(sample.processes)
+            if over:
+                skipped[PROCESS_LIMIT] = over
         return Snapshot(
             target=self.target,
             sample=sample,
@@ -98,8 +108,9 @@ class Deriver:
             queue_slas=queue_slas,
             sla_breach_seconds=dict(self._breach_seconds),
             running_jobs=running,
-            # One per class dropped in this poll, however many minutes and series it had.
-            skipped={CLASS_LIMIT: len(dropped)} if dropped else {},
+            # One per class (or process) dropped in this poll, however many series it had.
+            skipped=skipped,
+            processes=processes,
         )
 
     def _accumulate_job_metrics(self, sample: Sample, dropped: set[str]) -> None:

@@ -29,6 +29,7 @@ WEB_CERTIFICATE_RELOAD_FAILED: Final = "web_certificate_reload_failed"
 JOB_METRICS_UNAVAILABLE: Final = "job_metrics_unavailable"
 JOB_CLASS_LIMIT_REACHED: Final = "job_class_limit_reached"
 QUEUE_LIMIT_REACHED: Final = "queue_limit_reached"
+PROCESS_LIMIT_REACHED: Final = "process_limit_reached"
 
 LEVELS: Final = {
     "debug": logging.DEBUG,

@@ -127,7 +127,7 @@ SKIPPED_ITEMS: Final = Family(
     "`reason`: `invalid_job`, `invalid_process`, `invalid_work`, `invalid_metric`, "
     "`invalid_counter` (a counter key such as `stat:processed` that is not a whole number of "
     "at least 0: its series is left out), `wrong_type`, `command_error`, `queue_limit`, "
-    "`class_limit`.",
+    "`class_limit`, `process_limit` (a live process without per-process series).",
 )
 
 # --- Sidekiq: the whole target -------------------------------------------------------------------
@@ -286,7 +286,10 @@ BUSY_WORKERS: Final = Family(
     _TARGET,
     "jobs",
 )
-_PER_PROCESS = "Per live process; only with `--collect.processes` (the default)."
+_PER_PROCESS = (
+    "Per live process, up to `--collect.processes.max`; only with `--collect.processes` (the "
+    "default)."
+)
 PROCESS_BUSY_WORKERS: Final = Family(
     "sidekiq_process_busy_workers",
     "gauge",

@@ -181,3 +181,6 @@ class Snapshot:
     # by class. (Per-queue busy counts use every running job of the sample.)
     running_jobs: tuple[RunningJob, ...]
     skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> dropped by limits
+    # The sample's processes within the process limit: the ones with per-process series. (The
+    # totals and per-queue capacity count every process of the sample.)
+    processes: tuple[ProcessSample, ...] = ()

@@ -205,6 +205,14 @@ LOG_FORMAT: Final[Flag[str | None]] = Flag(
     shown="json, or console when stdout is a terminal",
 )
 COLLECT_PROCESSES: Final = Flag("collect.processes", "export per-process series", parse_bool, True)
+PROCESSES_MAX: Final = Flag(
+    "collect.processes.max",
+    "most processes with per-process series per target; the rest are counted, and the totals "
+    "and per-queue capacity still include them",
+    parse_limit,
+    1000,
+    "N",
+)
 QUEUES_MAX: Final = Flag(
     "collect.queues.max",
     "most queues to export per target; the rest are dropped and counted",
@@ -278,6 +286,7 @@ FLAGS: Final[tuple[Flag[Any], ...]] = (
     LOG_LEVEL,
     LOG_FORMAT,
     COLLECT_PROCESSES,
+    PROCESSES_MAX,
     QUEUES_MAX,
     QUEUES_ALLOW,
     QUEUES_DENY,
@@ -318,6 +327,7 @@ class Settings:
     job_classes_max: int = JOB_CLASSES_MAX.default
     job_classes_allow: re.Pattern[str] | None = None
     job_classes_deny: re.Pattern[str] | None = None
+    processes_max: int = PROCESSES_MAX.default
 
     @property
     def listen_address(self) -> str:
@@ -457,6 +467,7 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
     log_level = options[LOG_LEVEL]
     log_format = options[LOG_FORMAT] or ("console" if stdout_is_tty else "json")
     collect_processes = options[COLLECT_PROCESSES]
+    processes_max = options[PROCESSES_MAX]
     queues_max, queues_allow = options[QUEUES_MAX], options[QUEUES_ALLOW]
     queues_deny = options[QUEUES_DENY]
     classes_max, classes_allow = options[JOB_CLASSES_MAX], options[JOB_CLASSES_ALLOW]
@@ -482,6 +493,7 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
         job_classes_max=classes_max,
         job_classes_allow=classes_allow,
         job_classes_deny=classes_deny,
+        processes_max=processes_max,
     )
 
 

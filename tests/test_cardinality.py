@@ -1,4 +1,5 @@
-"""Cardinality: allow/deny regexes and caps per kind (queues, job classes), selector to /metrics."""
+"""Cardinality: allow/deny regexes and caps per kind (queues, job classes, processes), selector
+to /metrics."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from exporter.cardinality import QUEUE_LIMIT, QUEUE_LIMIT_REACHED, JobClassSelector, QueueSelector
-from exporter.logs import JOB_CLASS_LIMIT_REACHED
+from exporter.cardinality import (
+    PROCESS_LIMIT,
+    QUEUE_LIMIT,
+    QUEUE_LIMIT_REACHED,
+    JobClassSelector,
+    ProcessSelector,
+    QueueSelector,
+)
+from exporter.logs import JOB_CLASS_LIMIT_REACHED, PROCESS_LIMIT_REACHED
 from exporter.model import ProcessSample, QueueSample, RunningJob
 from exporter.sidekiq.reader import Reader
 from tests.support.exporter_process import ExporterProcess
@@ -115,6 +123,71 @@ def test_job_class_allow_and_deny_are_full_matches_and_not_counted() -> None:
     ]
     assert admitted == ["Billing::Invoice"]
     assert dropped == set()
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def process(identity: str) -> ProcessSample:
+    return ProcessSample(identity, "h", "", "", 5, 1, NOW, NOW - 60, False, 0, 0.0, {"q": 5})
+
+
+def identities(processes: tuple[ProcessSample, ...]) -> list[str]:
+    return [p.identity for p in processes]
+
+
+def test_processes_within_the_limit_are_all_kept_in_order() -> None:
+    selector = ProcessSelector(limit=3)
+    given = (process("c"), process("a"), process("b"))
+    assert selector.select(given) == (given, 0)
+
+
+def test_process_limit_is_stable_and_fills_free_slots_by_identity() -> None:
+    selector = ProcessSelector("main", limit=2)
+    with capture_logs() as logs:
+        kept, dropped = selector.select((process("m"), process("z"), process("n")))
+        assert (identities(kept), dropped) == (["m", "n"], 1)
+        # A new process that sorts first does not evict those already exported.
+        kept, dropped = selector.select(tuple(map(process, "azmn")))
+        assert (identities(kept), dropped) == (["m", "n"], 2)
+        # When an exported one is gone (deploy, crash), the first newcomer by identity takes
+        # its slot, and keeps it.
+        kept, dropped = selector.select(tuple(map(process, "azn")))
+        assert (identities(kept), dropped) == (["a", "n"], 1)
+        kept, _ = selector.select(tuple(map(process, "azmn")))
+        assert identities(kept) == ["a", "n"]
+    assert [e["event"] for e in logs] == [PROCESS_LIMIT_REACHED]  # once per target
+
+
+async def test_process_limit_caps_per_process_series_and_keeps_totals_exact(
+    sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    writer = SidekiqWriter(sync_client, V8_1_2)
+    for index in range(5):
+        identity = f"host-{index}:1:aaaaaaaaaaaa"
+        writer.process(identity, beat=NOW, concurrency=index + 1, busy=1, queues=["q"])
+        writer.work(identity, "t1", "q", writer.job("J"), run_at=NOW - 5)
+    argv = ["--collect.processes.max=2", "--poll.interval=1s"]
+    async with Pipeline.build(argv, client=client) as pipeline:
+        assert await pipeline.poll()
+        writer.process("a-new:1:aaaaaaaaaaaa", beat=NOW, concurrency=10, queues=["q"])
+        assert await pipeline.poll()
+        scrape = pipeline.scrape()
+    exported = set(scrape.by_label("sidekiq_process_concurrency", "identity"))
+    # The first two by identity, kept when a process that sorts before them arrives.
+    assert exported == {"host-0:1:aaaaaaaaaaaa", "host-1:1:aaaaaaaaaaaa"}
+    per_process = {labels for name, labels in scrape.samples if name.startswith("sidekiq_process_")}
+    assert len(per_process) == 2 * 2  # 2 processes; the info series has one more label
+    # Totals and per-queue capacity count every live process.
+    t = {"target": "default"}
+    assert scrape.value("sidekiq_processes", **t) == 6
+    assert scrape.value("sidekiq_workers", **t) == 1 + 2 + 3 + 4 + 5 + 10
+    assert scrape.value("sidekiq_busy_workers", **t) == 5
+    assert scrape.value("sidekiq_queue_workers", **t, queue="q") == 25
+    assert scrape.value("sidekiq_queue_processes", **t, queue="q") == 6
+    assert scrape.value("sidekiq_queue_busy_workers", **t, queue="q") == 5
+    # Three dropped on the first poll, four on the second.
+    assert scrape.value("sidekiq_exporter_skipped_items_total", **t, reason=PROCESS_LIMIT) == 7
 
 
 # --- the reader ----------------------------------------------------------------------------

@@ -115,6 +115,7 @@ def make_snapshot(sample: Sample | None = None) -> Snapshot:
         sla_breach_seconds={"within_5_seconds": 0.0, "orphan": 12.5},
         # "Mailer" is beyond the job-class limit: no series by class, still busy in its queue.
         running_jobs=tuple(j for j in sample.running_jobs if j.job_class != "Mailer"),
+        processes=sample.processes,
     )
 
 

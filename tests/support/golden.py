@@ -1,10 +1,11 @@
 """A fixed store rendered to `/metrics` bytes, to compare with the files under `tests/golden/`.
 
 The store holds four targets: `main` (every family, a histogram, queues with and without an
-SLA, label values that need escaping), `legacy` (a Sidekiq 6.4 without execution metrics),
-`old` (a snapshot past the staleness deadline: self-metrics only) and `new` (before its first
-poll). Everything is fixed, the clock included, so the bytes only change when the exposition
-does. Regenerate with `.venv/bin/python -m tests.support.generated` when a change is intended.
+SLA, label values that need escaping, a job class and a process beyond the limits), `legacy`
+(a Sidekiq 6.4 without execution metrics), `old` (a snapshot past the staleness deadline:
+self-metrics only) and `new` (before its first poll). Everything is fixed, the clock
+included, so the bytes only change when the exposition does. Regenerate with
+`.venv/bin/python -m tests.support.generated` when a change is intended.
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ def _main_snapshot() -> Snapshot:
                 quiet=True,
                 queue_capacity={EXPORTS: 2},
             ),
+            # Beyond --collect.processes.max: in the totals and the capacity of "default",
+            # without per-process series.
+            _process(
+                "capped-1:303:cccccccccccc",
+                "app",
+                "8.1.7",
+                concurrency=4,
+                busy=0,
+                queue_capacity={"default": 4},
+            ),
         ),
         running_jobs=(
             RunningJob("web-1:101:aaaaaaaaaaaa", "default", "HardJob", NOW - 30),
@@ -143,7 +154,8 @@ def _main_snapshot() -> Snapshot:
             EXPORTS: 0.0,
         },
         running_jobs=tuple(j for j in sample.running_jobs if j.job_class != "DroppedJob"),
-        skipped={"class_limit": 1},
+        skipped={"class_limit": 1, "process_limit": 1},
+        processes=sample.processes[:2],
     )
 
 
@@ -167,7 +179,8 @@ def _legacy_snapshot() -> Snapshot:
         round_trips=2,
         commands=9,
     )
-    return Snapshot("legacy", sample, {}, False, {"default": QueueSla(None, "", "none")}, {}, ())
+    slas = {"default": QueueSla(None, "", "none")}
+    return Snapshot("legacy", sample, {}, False, slas, {}, (), processes=sample.processes)
 
 
 def golden_store() -> Store:
@@ -186,7 +199,7 @@ def golden_store() -> Store:
             polls_success=360,
             polls_error=2,
             last_poll_duration_seconds=0.004821,
-            skipped_totals={"invalid_job": 3, "class_limit": 360},
+            skipped_totals={"invalid_job": 3, "class_limit": 360, "process_limit": 20},
             **fresh,  # type: ignore[arg-type]
         )
     )
