@@ -167,19 +167,63 @@ class ProcessSelector(_Selector):
 
 @dataclass(eq=False)
 class JobClassSelector(_Selector):
-    """Picks the job classes one target exports: first come, first kept, up to `limit`."""
+    """Picks the job classes one target exports; call `select` once per poll.
 
-    _admitted: dict[str, None] = field(default_factory=dict, init=False, repr=False)
+    A class keeps its slot while it is present (in the metrics window the reader read, or
+    running) and for `idle_seconds` after; under the cap a class absent longer gives its slot
+    to a class present now, so new class names (a deploy that renames jobs) become visible.
+    """
 
-    def admit(self, job_class: str, dropped: set[str]) -> bool:
-        """True if `job_class` is exported; one the cap turns away is added to `dropped`."""
-        if job_class in self._admitted:
-            return True
-        if not self.permitted(job_class):
-            return False
-        if self.limit is not None and len(self._admitted) >= self.limit:
-            dropped.add(job_class)
-            self._limit_reached(JOB_CLASS_LIMIT_REACHED, first_dropped=job_class)
-            return False
-        self._admitted[job_class] = None
-        return True
+    # Absent from the metrics window this long (Redis time), a class yields its slot to a
+    # newcomer. The window already covers the last few minutes, so this is ~8 minutes after
+    # its last execution at a 10 s poll interval: a class that runs every few minutes never
+    # flaps, one gone since a deploy makes room soon.
+    idle_seconds: float = 300.0
+    # class -> Redis time it was last present, for every exported class
+    _last_seen: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def exported(self) -> frozenset[str]:
+        """The classes the last `select` kept."""
+        return self._exported
+
+    def select(self, present: Iterable[str], now: float) -> tuple[frozenset[str], int, set[str]]:
+        """(classes to export, how many permitted classes the cap turned away, classes that
+        lost their slot) for one poll, `present` being the classes this poll saw.
+
+        Kept first: the exported classes seen within `idle_seconds`; then newcomers present
+        now, by name; then the exported classes idle longer, most recently seen first. A
+        class that loses its slot is forgotten (its counters start again if it comes back)."""
+        last_seen = self._last_seen
+        newcomers: list[str] = []
+        for job_class in present:
+            if job_class in last_seen:
+                last_seen[job_class] = now
+            elif self.permitted(job_class):
+                newcomers.append(job_class)
+        newcomers = sorted(set(newcomers))
+        released: set[str] = set()
+        dropped = 0
+        if self.limit is None or len(last_seen) + len(newcomers) <= self.limit:
+            last_seen.update(dict.fromkeys(newcomers, now))
+        else:
+            recent = now - self.idle_seconds
+            holding = [c for c, seen in last_seen.items() if seen >= recent]
+            idle = sorted(
+                (c for c, seen in last_seen.items() if seen < recent),
+                key=lambda c: (-last_seen[c], c),
+            )
+            ranked = holding + newcomers + idle
+            kept = set(ranked[: self.limit])
+            released = {c for c in idle if c not in kept}
+            for job_class in released:
+                del last_seen[job_class]
+            admitted = [c for c in newcomers if c in kept]
+            last_seen.update(dict.fromkeys(admitted, now))
+            dropped = len(newcomers) - len(admitted)
+            if dropped:
+                first = next(c for c in newcomers if c not in kept)
+                self._limit_reached(JOB_CLASS_LIMIT_REACHED, first_dropped=first)
+        if newcomers or released:
+            self._exported = frozenset(last_seen)
+        return self._exported, dropped, released

@@ -17,6 +17,7 @@ from exporter.model import (
     NO_SLA,
     ClassMinute,
     JobClassTotals,
+    MetricsMinute,
     ProcessSample,
     QueueSla,
     Sample,
@@ -86,15 +87,21 @@ class Deriver:
 
     def __call__(self, sample: Sample) -> Snapshot:
         """Fold one sample into the state and return the snapshot to publish."""
-        dropped: set[str] = set()
-        self._accumulate_job_metrics(sample, dropped)
-        running = tuple(j for j in sample.running_jobs if self.classes.admit(j.job_class, dropped))
+        minutes = self._minutes_to_count(sample)
+        # The classes this poll saw: in the metrics window, or running now.
+        present = {c.job_class for minute in minutes for c in minute.classes}
+        present.update(job.job_class for job in sample.running_jobs)
+        exported, dropped, released = self.classes.select(present, sample.redis_time)
+        for job_class in released:  # its counters start again if it gets a slot back
+            self._totals.pop(job_class, None)
+        self._accumulate_job_metrics(minutes, exported)
+        running = tuple(j for j in sample.running_jobs if j.job_class in exported)
         supported = self._job_metrics_supported(sample)
         resolve, known = self.config.sla_for, self._slas
         queue_slas = {q.name: known.get(q.name) or resolve(q.name) for q in sample.queues}
         self._slas = queue_slas  # resolved once per queue name while the queue exists
         self._accumulate_breach(sample, queue_slas)
-        skipped = {CLASS_LIMIT: len(dropped)} if dropped else {}
+        skipped = {CLASS_LIMIT: dropped} if dropped else {}
         processes: tuple[ProcessSample, ...] = ()
         if self.processes is not None:
             processes, over = self.processes.select(sample.processes)
@@ -113,32 +120,52 @@ class Deriver:
             processes=processes,
         )
 
-    def _accumulate_job_metrics(self, sample: Sample, dropped: set[str]) -> None:
+    def _minutes_to_count(self, sample: Sample) -> list[MetricsMinute]:
+        """The sample's minutes not yet forgotten; moves the horizon and forgets older ones."""
+        if sample.metrics_minutes:
+            self._job_metrics_seen = True
         start = sample.metrics_window_start
         if start is None:  # not told: the window ending at Redis TIME, one minute wider
             start = window_start(sample.redis_time, self.config.metrics_window_minutes + 1)
-        baseline = not self._baseline_taken
-        self._baseline_taken = True
         # Monotonic: a poll whose clock went back (Redis failover, a clock step) re-reads a
         # minute already forgotten; counting it from zero again would count it twice. The
         # baseline poll counts nothing, so it sets no horizon: its window comes from the
         # exporter's clock alone (the poller learns Redis TIME from it), maybe far off.
-        if not baseline and (self._forgotten_before is None or start > self._forgotten_before):
+        if self._baseline_taken and (
+            self._forgotten_before is None or start > self._forgotten_before
+        ):
             self._forgotten_before = start
         forgotten_before = self._forgotten_before
-        for minute in sample.metrics_minutes:
-            self._job_metrics_seen = True
-            if forgotten_before is not None and minute.minute_start < forgotten_before:
-                continue
+        if forgotten_before is None:
+            return list(sample.metrics_minutes)
+        # Forget minutes that can no longer change: the reader no longer reads them. A minute
+        # merely missing from one sample (an error reply) is kept, so it is never counted twice.
+        for key, minute_start in list(self._minute_start.items()):
+            if minute_start < forgotten_before:
+                del self._seen[key], self._minute_start[key]
+        return [m for m in sample.metrics_minutes if m.minute_start >= forgotten_before]
+
+    def _accumulate_job_metrics(
+        self, minutes: list[MetricsMinute], exported: frozenset[str]
+    ) -> None:
+        baseline = not self._baseline_taken
+        self._baseline_taken = True
+        permitted = self.classes.permitted
+        for minute in minutes:
             seen = self._seen.setdefault(minute.key, {})
             self._minute_start[minute.key] = minute.minute_start
             for class_minute in minute.classes:
                 klass = class_minute.job_class
-                if not self.classes.admit(klass, dropped):
+                counted = klass in exported
+                if not counted and not permitted(klass):
                     continue
                 previous = seen.get(klass, _ZERO_MINUTE)
                 current = _minute_values(class_minute, previous)
+                # Seen also while the class is not exported, so that once it gets a slot only
+                # what it runs from then on is counted.
                 seen[klass] = current
+                if not counted:
+                    continue
                 totals = self._totals.get(klass)
                 if totals is None:
                     totals = self._totals[klass] = JobClassTotals()
@@ -158,13 +185,6 @@ class Deriver:
                         )
                     ),
                 )
-        # Forget minutes that can no longer change: the reader no longer reads them. A minute
-        # merely missing from one sample (an error reply) is kept, so it is never counted twice.
-        if forgotten_before is None:
-            return
-        for key, start in list(self._minute_start.items()):
-            if start < forgotten_before:
-                del self._seen[key], self._minute_start[key]
 
     def _job_metrics_supported(self, sample: Sample) -> bool:
         # Sidekiq 7.0+ always records metrics (and is the first to report `version`); 6.5.2+

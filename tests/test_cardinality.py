@@ -97,32 +97,42 @@ def test_exported_only_drops_a_queue_wherever_its_label_would_come_from() -> Non
 # --- job classes ---------------------------------------------------------------------------
 
 
-def test_job_classes_first_come_first_kept_and_counted_every_time() -> None:
+def test_job_classes_over_the_limit_are_counted_every_poll_and_kept_ones_stay() -> None:
     selector = JobClassSelector("main", limit=2)
-    dropped: set[str] = set()
     with capture_logs() as logs:
-        assert [selector.admit(c, dropped) for c in ("B", "A", "C", "B")] == [
-            True,
-            True,
-            False,
-            True,
-        ]
-        assert selector.admit("C", dropped) is False
-    assert dropped == {"C"}
+        assert selector.select({"B", "C", "A"}, NOW) == ({"A", "B"}, 1, set())
+        # "B" is not seen this poll, but keeps its slot: it was present moments ago.
+        assert selector.select({"A", "C"}, NOW + 10) == ({"A", "B"}, 1, set())
     assert [e["event"] for e in logs] == [JOB_CLASS_LIMIT_REACHED]  # once per target
     assert (logs[0]["target"], logs[0]["limit"], logs[0]["first_dropped"]) == ("main", 2, "C")
 
 
 def test_job_class_allow_and_deny_are_full_matches_and_not_counted() -> None:
     selector = JobClassSelector(allow=re.compile(r"Billing::.*"), deny=re.compile(r".*Test"))
-    dropped: set[str] = set()
-    admitted = [
-        c
-        for c in ("Billing::Invoice", "Billing::Test", "XBilling::A")
-        if selector.admit(c, dropped)
-    ]
-    assert admitted == ["Billing::Invoice"]
-    assert dropped == set()
+    present = {"Billing::Invoice", "Billing::Test", "XBilling::A"}
+    assert selector.select(present, NOW) == ({"Billing::Invoice"}, 0, set())
+
+
+def test_idle_job_classes_give_their_slots_to_new_ones() -> None:
+    # A deploy renames the classes: the old names stop, the new ones are dropped at first
+    # (the slots are taken), then take over once the old ones have been idle long enough.
+    selector = JobClassSelector(limit=2, idle_seconds=300)
+    assert selector.select({"OldA", "OldB"}, NOW)[0] == {"OldA", "OldB"}
+    assert selector.select({"NewA", "NewB", "OldB"}, NOW + 200) == ({"OldA", "OldB"}, 2, set())
+    # OldA idle 300 s: its slot goes to the first newcomer by name. OldB was seen at +200.
+    assert selector.select({"NewA", "NewB"}, NOW + 301) == ({"NewA", "OldB"}, 1, {"OldA"})
+    assert selector.select({"NewA", "NewB"}, NOW + 501) == ({"NewA", "NewB"}, 0, {"OldB"})
+    # The new set is as stable as the old: an old name back later is the one turned away.
+    assert selector.select({"NewA", "NewB", "OldA"}, NOW + 510) == ({"NewA", "NewB"}, 1, set())
+
+
+def test_idle_job_classes_keep_their_slots_while_nothing_needs_them() -> None:
+    selector = JobClassSelector(limit=3, idle_seconds=300)
+    selector.select({"Hourly", "Busy"}, NOW)
+    # Idle for an hour, but a slot is free: no series is taken away for nothing.
+    assert selector.select({"Busy", "New"}, NOW + 3600) == ({"Hourly", "Busy", "New"}, 0, set())
+    # Under pressure the longest idle goes first.
+    assert selector.select({"Busy", "New", "Newer"}, NOW + 3700)[2] == {"Hourly"}
 
 
 # --- processes -----------------------------------------------------------------------------

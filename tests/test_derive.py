@@ -18,6 +18,7 @@ from exporter.model import (
     QueueSample,
     QueueSla,
     Sample,
+    Snapshot,
 )
 from tests.support.samples import empty_sample
 
@@ -205,6 +206,37 @@ def test_class_limit_drops_and_counts_never_merges() -> None:
     assert snap2.job_classes["A"].executions == 2
     assert set(snap2.job_classes) == {"A", "B"}  # nothing like "other" is made up
     assert [e["event"] for e in logs].count("job_class_limit_reached") == 1
+
+
+def test_class_slots_turn_over_after_a_deploy_renames_the_classes() -> None:
+    # Full slots, then the old classes stop for good and new ones run (executions and running
+    # jobs). Once the old ones have been idle for a while, the new ones are exported, and
+    # count only what they run from then on; the running jobs follow the same classes.
+    from dataclasses import replace
+
+    from exporter.model import RunningJob
+
+    derive = started(classes=JobClassSelector("main", limit=2))
+    derive(sample(T0 + 5, minute(T0, cm("OldA", 1), cm("OldB", 1))))
+    new: Snapshot | None = None
+    ran: dict[float, int] = {}  # minute -> NewA's executions in it (NewB runs twice as often)
+    for step in range(1, 60):  # ten minutes of polls every 10 s, new classes only
+        now = T0 + 5 + 10 * step
+        bucket = now // 60 * 60
+        ran[bucket] = ran.get(bucket, 0) + 1
+        window = [b for b in ran if b >= bucket - 120]
+        runs = replace(
+            sample(now, *(minute(b, cm("NewA", ran[b]), cm("NewB", 2 * ran[b])) for b in window)),
+            running_jobs=(RunningJob("id", "default", "NewA", now - 1),),
+        )
+        new = derive(runs)
+    assert new is not None
+    assert set(new.job_classes) == {"NewA", "NewB"}  # the old ones gave their slots back
+    assert [job.job_class for job in new.running_jobs] == ["NewA"]
+    assert new.skipped == {}
+    # Counted from when they got their slots: something, and less than all they ran.
+    assert 0 < new.job_classes["NewA"].executions < sum(ran.values())
+    assert new.job_classes["NewB"].executions == 2 * new.job_classes["NewA"].executions
 
 
 def test_allow_and_deny_patterns() -> None:
