@@ -1,8 +1,9 @@
-"""Every rule that limits series: allow/deny regexes and a cap per kind, with stable ranking.
+"""Every rule that limits series: allow/deny regexes, a cap per kind with stable ranking, and
+the length of label values taken from Redis.
 
 One selector per kind (`QueueSelector`, `JobClassSelector`, `ProcessSelector`), each keeping
 its target's state between polls; no I/O. Which names are kept, and why in that order:
-docs/architecture.md.
+docs/architecture.md. Each `select` returns what it skipped by reason.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Final
 
 from exporter.logs import (
     JOB_CLASS_LIMIT_REACHED,
+    LABEL_VALUE_TOO_LONG,
     PROCESS_LIMIT_REACHED,
     QUEUE_LIMIT_REACHED,
     get_logger,
@@ -26,20 +28,34 @@ log = get_logger(__name__)
 QUEUE_LIMIT: Final = "queue_limit"  # a queue beyond --collect.queues.max
 CLASS_LIMIT: Final = "class_limit"  # a job class beyond --collect.job-classes.max
 PROCESS_LIMIT: Final = "process_limit"  # a process beyond --collect.processes.max
+# A queue, class or process with a label value from Redis (name, identity, hostname, tag,
+# version) longer than --collect.label-value-length.max.
+LABEL_TOO_LONG: Final = "label_too_long"
 # Every reason above: the limits' share of `sidekiq_exporter_skipped_items_total{reason}`.
-REASONS: Final = (QUEUE_LIMIT, CLASS_LIMIT, PROCESS_LIMIT)
+REASONS: Final = (QUEUE_LIMIT, CLASS_LIMIT, PROCESS_LIMIT, LABEL_TOO_LONG)
+# How much of a too-long value the one warning about it shows.
+_LOGGED_PREFIX_CHARS: Final = 64
+
+Skips = dict[str, int]  # reason -> items skipped, only reasons with some
+
+
+def _skips(counts: Skips) -> Skips:
+    return {reason: count for reason, count in counts.items() if count}
 
 
 @dataclass(eq=False)
 class _Selector:
-    """What every kind's selector has: its target, a cap (None: none), allow/deny regexes."""
+    """What every kind's selector has: its target, a cap (None: none), allow/deny regexes, and
+    the longest label value it exports (UTF-8 bytes; None: any)."""
 
     target: str = ""
     _: KW_ONLY
     limit: int | None = None
     allow: re.Pattern[str] | None = None
     deny: re.Pattern[str] | None = None
+    max_label_bytes: int | None = None
     _limit_logged: bool = field(default=False, init=False, repr=False)
+    _too_long_logged: bool = field(default=False, init=False, repr=False)
     _exported: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -52,23 +68,59 @@ class _Selector:
             return False
         return self.deny is None or self.deny.fullmatch(name) is None
 
+    def fits(self, value: str) -> bool:
+        """True if `value` is short enough to be a label value (`max_label_bytes` of UTF-8)."""
+        limit = self.max_label_bytes
+        # Length in characters first: a UTF-8 character is 1 to 4 bytes (names from Redis are
+        # valid text by now: bytes are decoded with replacement, JSON strings sanitised).
+        if limit is None or len(value) * 4 <= limit:
+            return True
+        return len(value) <= limit and len(value.encode()) <= limit
+
     def _limit_reached(self, event: str, **fields: object) -> None:
         """Warn, once per target, that the cap dropped something."""
         if not self._limit_logged:
             self._limit_logged = True
             log.warning(event, target=self.target, limit=self.limit, **fields)
 
-    def _rank(self, names: Collection[str], budget: int | None) -> tuple[list[str], int]:
-        """Permitted `names`, those exported last time first, then by name; cut at `budget`.
+    def _too_long(self, kind: str, value: str) -> None:
+        """Warn, once per target, that a value from Redis was too long to be a label."""
+        if not self._too_long_logged:
+            self._too_long_logged = True
+            log.warning(
+                LABEL_VALUE_TOO_LONG,
+                target=self.target,
+                kind=kind,
+                limit_bytes=self.max_label_bytes,
+                length_bytes=len(value.encode()),
+                prefix=value[:_LOGGED_PREFIX_CHARS],
+                reason="not exported; counted in "
+                'sidekiq_exporter_skipped_items_total{reason="label_too_long"}',
+            )
+
+    def _fitting(self, names: list[str], kind: str) -> tuple[list[str], int]:
+        """`names` short enough to be label values, and how many were not (warned once)."""
+        if self.max_label_bytes is None:
+            return names, 0
+        fitting = [n for n in names if self.fits(n)]
+        if len(fitting) < len(names):
+            self._too_long(kind, next(n for n in names if not self.fits(n)))
+        return fitting, len(names) - len(fitting)
+
+    def _rank(
+        self, names: Collection[str], budget: int | None, kind: str
+    ) -> tuple[list[str], int, int]:
+        """Permitted `names` that fit, those exported last time first, then by name; cut at
+        `budget`. Also how many the cut dropped and how many were too long.
 
         Stable: a name keeps its place while it is present, so series do not flap when others
         come and go; a free place goes to the first newcomer by name."""
-        permitted = [n for n in names if self.permitted(n)]
+        permitted, too_long = self._fitting([n for n in names if self.permitted(n)], kind)
         if budget is None or len(permitted) <= budget:
-            return permitted, 0
+            return permitted, 0, too_long
         previous = self._exported
         ranked = sorted(permitted, key=lambda n: (n not in previous, n))
-        return ranked[:budget], len(ranked) - budget
+        return ranked[:budget], len(ranked) - budget, too_long
 
 
 @dataclass(eq=False)
@@ -83,21 +135,22 @@ class QueueSelector(_Selector):
     def plan(self, queue_set: Sequence[str]) -> frozenset[str]:
         """The names of the `queues` set that `select(queue_set, …)` will keep, whatever the
         extras: the queues whose tails are worth reading. Changes no state."""
-        kept, _ = self._rank(queue_set, self.limit)
+        kept, _, _ = self._rank(queue_set, self.limit, "queue")
         return frozenset(kept)
 
     def select(
         self, queue_set: Sequence[str], extra: Iterable[str] = ()
-    ) -> tuple[frozenset[str], int]:
-        """(names to export, how many permitted names the limit dropped) for one poll.
+    ) -> tuple[frozenset[str], Skips]:
+        """(names to export, what was skipped by reason) for one poll.
 
         `queue_set` are the members of Sidekiq's `queues` set; `extra` other queue names seen in
         this poll (process capacities, running jobs). Remembers the result for the next poll.
         """
-        kept, dropped = self._rank(queue_set, self.limit)
+        kept, dropped, too_long = self._rank(queue_set, self.limit, "queue")
         known = set(queue_set)
         left = None if self.limit is None else self.limit - len(kept)
-        more, more_dropped = self._rank(sorted({n for n in extra if n not in known}), left)
+        extra_names = sorted({n for n in extra if n not in known})
+        more, more_dropped, more_too_long = self._rank(extra_names, left, "queue")
         kept += more
         dropped += more_dropped
         self._exported = frozenset(kept)
@@ -108,7 +161,8 @@ class QueueSelector(_Selector):
                 reason="more queues than --collect.queues.max; the rest are not exported and "
                 'are counted in sidekiq_exporter_skipped_items_total{reason="queue_limit"}',
             )
-        return self._exported, dropped
+        skipped = _skips({QUEUE_LIMIT: dropped, LABEL_TOO_LONG: too_long + more_too_long})
+        return self._exported, skipped
 
     def exported_only(
         self,
@@ -116,13 +170,13 @@ class QueueSelector(_Selector):
         queues: list[QueueSample],
         processes: list[ProcessSample],
         running: list[RunningJob],
-    ) -> tuple[list[QueueSample], list[ProcessSample], list[RunningJob], int]:
+    ) -> tuple[list[QueueSample], list[ProcessSample], list[RunningJob], Skips]:
         """`select` for one poll's data, and every queue it does not export dropped wherever a
         queue label would come from: the `queues` set, process capacities (served, never pushed
-        to), running jobs. The last item is how many queues the cap dropped."""
+        to), running jobs. The last item is what was skipped, by reason."""
         extra = {q for p in processes for q in p.queue_capacity}
         extra.update(job.queue for job in running)
-        exported, dropped = self.select(queue_set, extra)
+        exported, skipped = self.select(queue_set, extra)
         return (
             [q for q in queues if q.name in exported],
             [
@@ -135,7 +189,7 @@ class QueueSelector(_Selector):
                 for p in processes
             ],
             [job for job in running if job.queue in exported],
-            dropped,
+            skipped,
         )
 
 
@@ -144,25 +198,37 @@ class ProcessSelector(_Selector):
     """Picks the processes whose per-process series one target exports, by identity; call
     `select` once per poll. Totals and per-queue capacity count every process regardless."""
 
-    def select(self, processes: Sequence[ProcessSample]) -> tuple[tuple[ProcessSample, ...], int]:
-        """(processes to export, in the given order; how many the cap dropped) for one poll.
+    def select(self, processes: Sequence[ProcessSample]) -> tuple[tuple[ProcessSample, ...], Skips]:
+        """(processes to export, in the given order; what was skipped by reason) for one poll.
 
         Those exported last poll first while they are still live, then the others by
-        identity. Remembers the result for the next poll."""
-        kept, dropped = self._rank([p.identity for p in processes], self.limit)
-        if not dropped:
-            self._exported = frozenset(kept)
-            return tuple(processes), 0
+        identity. A process with any label value too long (identity, hostname, tag,
+        version) is skipped before the ranking. Remembers the result for the next poll."""
+        candidates = processes
+        if self.max_label_bytes is not None:
+            candidates = [p for p in processes if self._labels_fit(p)]
+        kept, dropped, _ = self._rank([p.identity for p in candidates], self.limit, "process")
         self._exported = exported = frozenset(kept)
-        self._limit_reached(
-            PROCESS_LIMIT_REACHED,
-            dropped=dropped,
-            reason="more live processes than --collect.processes.max; the rest have no "
-            "per-process series and are counted in "
-            'sidekiq_exporter_skipped_items_total{reason="process_limit"} (totals and '
-            "per-queue capacity still count them)",
-        )
-        return tuple(p for p in processes if p.identity in exported), dropped
+        if dropped:
+            self._limit_reached(
+                PROCESS_LIMIT_REACHED,
+                dropped=dropped,
+                reason="more live processes than --collect.processes.max; the rest have no "
+                "per-process series and are counted in "
+                'sidekiq_exporter_skipped_items_total{reason="process_limit"} (totals and '
+                "per-queue capacity still count them)",
+            )
+        if len(kept) == len(processes):
+            return tuple(processes), {}
+        skipped = _skips({PROCESS_LIMIT: dropped, LABEL_TOO_LONG: len(processes) - len(candidates)})
+        return tuple(p for p in processes if p.identity in exported), skipped
+
+    def _labels_fit(self, process: ProcessSample) -> bool:
+        for value in (process.identity, process.hostname, process.tag, process.version):
+            if not self.fits(value):
+                self._too_long("process", value)
+                return False
+        return True
 
 
 @dataclass(eq=False)
@@ -187,9 +253,9 @@ class JobClassSelector(_Selector):
         """The classes the last `select` kept."""
         return self._exported
 
-    def select(self, present: Iterable[str], now: float) -> tuple[frozenset[str], int, set[str]]:
-        """(classes to export, how many permitted classes the cap turned away, classes that
-        lost their slot) for one poll, `present` being the classes this poll saw.
+    def select(self, present: Iterable[str], now: float) -> tuple[frozenset[str], Skips, set[str]]:
+        """(classes to export, what was skipped by reason, classes that lost their slot) for
+        one poll, `present` being the classes this poll saw.
 
         Kept first: the exported classes seen within `idle_seconds`; then newcomers present
         now, by name; then the exported classes idle longer, most recently seen first. A
@@ -201,7 +267,7 @@ class JobClassSelector(_Selector):
                 last_seen[job_class] = now
             elif self.permitted(job_class):
                 newcomers.append(job_class)
-        newcomers = sorted(set(newcomers))
+        newcomers, too_long = self._fitting(sorted(set(newcomers)), "job class")
         released: set[str] = set()
         dropped = 0
         if self.limit is None or len(last_seen) + len(newcomers) <= self.limit:
@@ -226,4 +292,4 @@ class JobClassSelector(_Selector):
                 self._limit_reached(JOB_CLASS_LIMIT_REACHED, first_dropped=first)
         if newcomers or released:
             self._exported = frozenset(last_seen)
-        return self._exported, dropped, released
+        return self._exported, _skips({CLASS_LIMIT: dropped, LABEL_TOO_LONG: too_long}), released

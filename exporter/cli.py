@@ -110,20 +110,23 @@ def build_pollers(
     for target in settings.targets:
         client = create_redis_client(target, timeout=settings.poll_timeout)
         stack.push_async_callback(client.aclose)
+        label_bytes = settings.label_value_length_max
         queues = QueueSelector(
             target.name,
             limit=settings.queues_max,
             allow=settings.queues_allow,
             deny=settings.queues_deny,
+            max_label_bytes=label_bytes,
         )
         classes = JobClassSelector(
             target.name,
             limit=settings.job_classes_max,
             allow=settings.job_classes_allow,
             deny=settings.job_classes_deny,
+            max_label_bytes=label_bytes,
         )
         processes = (
-            ProcessSelector(target.name, limit=settings.processes_max)
+            ProcessSelector(target.name, limit=settings.processes_max, max_label_bytes=label_bytes)
             if settings.collect_processes
             else None
         )

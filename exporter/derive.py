@@ -7,10 +7,11 @@ is in docs/architecture.md and docs/job-metrics.md.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter.cardinality import CLASS_LIMIT, PROCESS_LIMIT, JobClassSelector, ProcessSelector
+from exporter.cardinality import JobClassSelector, ProcessSelector
 from exporter.logs import JOB_METRICS_UNAVAILABLE, get_logger
 from exporter.model import (
     HISTOGRAM_BUCKETS,
@@ -91,7 +92,7 @@ class Deriver:
         # The classes this poll saw: in the metrics window, or running now.
         present = {c.job_class for minute in minutes for c in minute.classes}
         present.update(job.job_class for job in sample.running_jobs)
-        exported, dropped, released = self.classes.select(present, sample.redis_time)
+        exported, skipped, released = self.classes.select(present, sample.redis_time)
         for job_class in released:  # its counters start again if it gets a slot back
             self._totals.pop(job_class, None)
         self._accumulate_job_metrics(minutes, exported)
@@ -101,12 +102,10 @@ class Deriver:
         queue_slas = {q.name: known.get(q.name) or resolve(q.name) for q in sample.queues}
         self._slas = queue_slas  # resolved once per queue name while the queue exists
         self._accumulate_breach(sample, queue_slas)
-        skipped = {CLASS_LIMIT: dropped} if dropped else {}
         processes: tuple[ProcessSample, ...] = ()
         if self.processes is not None:
-            processes, over = self.processes.select(sample.processes)
-            if over:
-                skipped[PROCESS_LIMIT] = over
+            processes, process_skips = self.processes.select(sample.processes)
+            skipped = dict(Counter(skipped) + Counter(process_skips))
         return Snapshot(
             target=self.target,
             sample=sample,
@@ -150,14 +149,14 @@ class Deriver:
     ) -> None:
         baseline = not self._baseline_taken
         self._baseline_taken = True
-        permitted = self.classes.permitted
+        permitted, fits = self.classes.permitted, self.classes.fits
         for minute in minutes:
             seen = self._seen.setdefault(minute.key, {})
             self._minute_start[minute.key] = minute.minute_start
             for class_minute in minute.classes:
                 klass = class_minute.job_class
                 counted = klass in exported
-                if not counted and not permitted(klass):
+                if not counted and not (permitted(klass) and fits(klass)):
                     continue
                 previous = seen.get(klass, _ZERO_MINUTE)
                 current = _minute_values(class_minute, previous)

@@ -30,6 +30,7 @@ JOB_METRICS_UNAVAILABLE: Final = "job_metrics_unavailable"
 JOB_CLASS_LIMIT_REACHED: Final = "job_class_limit_reached"
 QUEUE_LIMIT_REACHED: Final = "queue_limit_reached"
 PROCESS_LIMIT_REACHED: Final = "process_limit_reached"
+LABEL_VALUE_TOO_LONG: Final = "label_value_too_long"
 
 LEVELS: Final = {
     "debug": logging.DEBUG,

@@ -127,7 +127,9 @@ SKIPPED_ITEMS: Final = Family(
     "`reason`: `invalid_job`, `invalid_process`, `invalid_work`, `invalid_metric`, "
     "`invalid_counter` (a counter key such as `stat:processed` that is not a whole number of "
     "at least 0: its series is left out), `wrong_type`, `command_error`, `queue_limit`, "
-    "`class_limit`, `process_limit` (a live process without per-process series).",
+    "`class_limit`, `process_limit` (a live process without per-process series), "
+    "`label_too_long` (a queue, class or process whose name, identity, hostname, tag or "
+    "version is longer than `--collect.label-value-length.max`).",
 )
 
 # --- Sidekiq: the whole target -------------------------------------------------------------------

@@ -257,6 +257,14 @@ JOB_CLASSES_DENY: Final[Flag[re.Pattern[str] | None]] = Flag(
     None,
     "REGEX",
 )
+LABEL_VALUE_LENGTH_MAX: Final = Flag(
+    "collect.label-value-length.max",
+    "longest label value taken from Redis (queue, class, identity, hostname, tag, version), in "
+    "UTF-8 bytes; a queue, class or process with a longer one is not exported, and counted",
+    parse_limit,
+    1024,
+    "BYTES",
+)
 CONFIG_FILE: Final = Flag(
     "config.file",
     "YAML file with `targets:` (several Redis, TLS, Sentinel) and `queues:` (SLAs)",
@@ -293,6 +301,7 @@ FLAGS: Final[tuple[Flag[Any], ...]] = (
     JOB_CLASSES_MAX,
     JOB_CLASSES_ALLOW,
     JOB_CLASSES_DENY,
+    LABEL_VALUE_LENGTH_MAX,
     CONFIG_FILE,
     WEB_CONFIG_FILE,
 )
@@ -328,6 +337,7 @@ class Settings:
     job_classes_allow: re.Pattern[str] | None = None
     job_classes_deny: re.Pattern[str] | None = None
     processes_max: int = PROCESSES_MAX.default
+    label_value_length_max: int = LABEL_VALUE_LENGTH_MAX.default
 
     @property
     def listen_address(self) -> str:
@@ -472,6 +482,7 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
     queues_deny = options[QUEUES_DENY]
     classes_max, classes_allow = options[JOB_CLASSES_MAX], options[JOB_CLASSES_ALLOW]
     classes_deny = options[JOB_CLASSES_DENY]
+    label_value_length_max = options[LABEL_VALUE_LENGTH_MAX]
     web_config = options[WEB_CONFIG_FILE]
     config = options[CONFIG_FILE]
     return Settings(
@@ -494,6 +505,7 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
         job_classes_allow=classes_allow,
         job_classes_deny=classes_deny,
         processes_max=processes_max,
+        label_value_length_max=label_value_length_max,
     )
 
 

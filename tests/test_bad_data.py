@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exporter import metrics
-from exporter.cardinality import CLASS_LIMIT, QUEUE_LIMIT
+from exporter.cardinality import CLASS_LIMIT, LABEL_TOO_LONG, PROCESS_LIMIT, QUEUE_LIMIT
 from exporter.model import HISTOGRAM_BUCKETS, ProcessSample, RunningJob
 from exporter.sidekiq import decode
 from exporter.sidekiq.decode import Skip
@@ -49,6 +49,8 @@ SKIP_REASONS = {
     decode.INVALID_COUNTER,
     QUEUE_LIMIT,
     CLASS_LIMIT,
+    PROCESS_LIMIT,
+    LABEL_TOO_LONG,
 }
 # Moderate example counts keep this file at a few seconds; no example database in the tree.
 FAST = settings(
@@ -405,6 +407,24 @@ def worlds(draw: st.DrawFn) -> tuple[Callable[[redis.Redis, float], None], Plan]
         members = draw(st.dictionaries(st.binary(max_size=16), scores, max_size=3))
         if members:
             writes.append(lambda c, now, k=zset, m=members: c.zadd(k, m))  # type: ignore[misc]
+    # Label values over the default limit (1 KiB): a queue name, a job class, a hostname.
+    long = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1025)
+    if draw(st.booleans()):
+        name = draw(long.map(lambda n: n[:2000]))
+        plan.add("garbage", LABEL_TOO_LONG)
+        job = dumps({"class": "J", "enqueued_at": 1_755_000_000.5})
+        writes.append(lambda c, now, n=name, j=job: (c.sadd("queues", n), c.rpush(f"queue:{n}", j)))
+    if draw(st.booleans()):
+        info = json.loads(valid_info())
+        info["hostname"] = draw(long.map(lambda n: n[:2000]))
+        plan.add("garbage", LABEL_TOO_LONG)
+        hash_fields = {b"info": dumps(info), b"busy": b"0", b"beat": b"1755000000.5"}
+
+        def write_long(c: redis.Redis, now: float, h: dict[bytes, bytes] = hash_fields) -> None:
+            c.sadd("processes", "long:1:a")
+            c.hset("long:1:a", mapping=h)  # type: ignore[arg-type]
+
+        writes.append(write_long)
     paused = draw(st.lists(st.binary(min_size=1, max_size=8), max_size=3))
     if paused:
         writes.append(lambda c, now, m=paused: c.sadd("paused", *m))

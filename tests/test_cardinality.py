@@ -3,8 +3,11 @@ to /metrics."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import fakeredis
 import pytest
@@ -12,6 +15,8 @@ import redis
 from structlog.testing import capture_logs
 
 from exporter.cardinality import (
+    CLASS_LIMIT,
+    LABEL_TOO_LONG,
     PROCESS_LIMIT,
     QUEUE_LIMIT,
     QUEUE_LIMIT_REACHED,
@@ -19,7 +24,7 @@ from exporter.cardinality import (
     ProcessSelector,
     QueueSelector,
 )
-from exporter.logs import JOB_CLASS_LIMIT_REACHED, PROCESS_LIMIT_REACHED
+from exporter.logs import JOB_CLASS_LIMIT_REACHED, LABEL_VALUE_TOO_LONG, PROCESS_LIMIT_REACHED
 from exporter.model import ProcessSample, QueueSample, RunningJob
 from exporter.sidekiq.reader import Reader
 from tests.support.exporter_process import ExporterProcess
@@ -36,20 +41,20 @@ NOW = 1_755_450_000.0
 def test_no_limits_keeps_every_name_in_order() -> None:
     selector = QueueSelector()
     assert selector.plan(["b", "a"]) == {"a", "b"}
-    assert selector.select(["b", "a"], ["c"]) == ({"a", "b", "c"}, 0)
+    assert selector.select(["b", "a"], ["c"]) == ({"a", "b", "c"}, {})
 
 
 def test_allow_and_deny_are_full_matches_and_not_counted() -> None:
     selector = QueueSelector(allow=re.compile("billing_.*|default"), deny=re.compile(".*_tmp"))
     names = ["default", "default2", "billing_a", "billing_tmp", "x_billing_b"]
-    assert selector.select(names) == ({"default", "billing_a"}, 0)
+    assert selector.select(names) == ({"default", "billing_a"}, {})
 
 
 def test_limit_keeps_names_in_order_and_counts_the_rest_every_poll() -> None:
     selector = QueueSelector("main", limit=2)
     with capture_logs() as logs:
-        assert selector.select(["c", "b", "a", "d"]) == ({"a", "b"}, 2)
-        assert selector.select(["c", "b", "a", "d"]) == ({"a", "b"}, 2)
+        assert selector.select(["c", "b", "a", "d"]) == ({"a", "b"}, {QUEUE_LIMIT: 2})
+        assert selector.select(["c", "b", "a", "d"]) == ({"a", "b"}, {QUEUE_LIMIT: 2})
     assert [e["event"] for e in logs] == [QUEUE_LIMIT_REACHED]  # once per target
     assert logs[0]["target"] == "main"
     assert logs[0]["limit"] == 2
@@ -69,15 +74,15 @@ def test_limit_is_stable_when_queues_appear() -> None:
 def test_queue_set_first_then_extras_with_what_is_left() -> None:
     selector = QueueSelector(limit=3, deny=re.compile("secret"))
     exported, dropped = selector.select(["b", "a"], ["a", "secret", "y", "x"])
-    assert (exported, dropped) == ({"a", "b", "x"}, 1)  # "y" dropped, "secret" not counted
+    assert (exported, dropped) == ({"a", "b", "x"}, {QUEUE_LIMIT: 1})  # "y"; not "secret"
     # The plan (which tails to read) never misses a queue-set name that select() keeps.
     assert selector.plan(["b", "a", "c"]) == {"a", "b", "c"}
-    assert selector.select(["b", "a", "c"], ["x"]) == ({"a", "b", "c"}, 1)
+    assert selector.select(["b", "a", "c"], ["x"]) == ({"a", "b", "c"}, {QUEUE_LIMIT: 1})
 
 
 def test_zero_budget_for_extras() -> None:
     selector = QueueSelector(limit=1)
-    assert selector.select(["a"], ["b", "c"]) == ({"a"}, 2)
+    assert selector.select(["a"], ["b", "c"]) == ({"a"}, {QUEUE_LIMIT: 2})
 
 
 def test_exported_only_drops_a_queue_wherever_its_label_would_come_from() -> None:
@@ -91,7 +96,7 @@ def test_exported_only_drops_a_queue_wherever_its_label_would_come_from() -> Non
     assert [q.name for q in kept] == ["a", "b"]
     assert served.queue_capacity == {"b": 5}  # "z" only served: over the cap like "c"
     assert [job.queue for job in busy] == ["b"]
-    assert dropped == 2
+    assert dropped == {QUEUE_LIMIT: 2}
 
 
 # --- job classes ---------------------------------------------------------------------------
@@ -100,9 +105,9 @@ def test_exported_only_drops_a_queue_wherever_its_label_would_come_from() -> Non
 def test_job_classes_over_the_limit_are_counted_every_poll_and_kept_ones_stay() -> None:
     selector = JobClassSelector("main", limit=2)
     with capture_logs() as logs:
-        assert selector.select({"B", "C", "A"}, NOW) == ({"A", "B"}, 1, set())
+        assert selector.select({"B", "C", "A"}, NOW) == ({"A", "B"}, {CLASS_LIMIT: 1}, set())
         # "B" is not seen this poll, but keeps its slot: it was present moments ago.
-        assert selector.select({"A", "C"}, NOW + 10) == ({"A", "B"}, 1, set())
+        assert selector.select({"A", "C"}, NOW + 10) == ({"A", "B"}, {CLASS_LIMIT: 1}, set())
     assert [e["event"] for e in logs] == [JOB_CLASS_LIMIT_REACHED]  # once per target
     assert (logs[0]["target"], logs[0]["limit"], logs[0]["first_dropped"]) == ("main", 2, "C")
 
@@ -110,7 +115,7 @@ def test_job_classes_over_the_limit_are_counted_every_poll_and_kept_ones_stay() 
 def test_job_class_allow_and_deny_are_full_matches_and_not_counted() -> None:
     selector = JobClassSelector(allow=re.compile(r"Billing::.*"), deny=re.compile(r".*Test"))
     present = {"Billing::Invoice", "Billing::Test", "XBilling::A"}
-    assert selector.select(present, NOW) == ({"Billing::Invoice"}, 0, set())
+    assert selector.select(present, NOW) == ({"Billing::Invoice"}, {}, set())
 
 
 def test_idle_job_classes_give_their_slots_to_new_ones() -> None:
@@ -118,19 +123,21 @@ def test_idle_job_classes_give_their_slots_to_new_ones() -> None:
     # (the slots are taken), then take over once the old ones have been idle long enough.
     selector = JobClassSelector(limit=2, idle_seconds=300)
     assert selector.select({"OldA", "OldB"}, NOW)[0] == {"OldA", "OldB"}
-    assert selector.select({"NewA", "NewB", "OldB"}, NOW + 200) == ({"OldA", "OldB"}, 2, set())
+    old, new = {"OldA", "OldB"}, {"NewA", "NewB"}
+    assert selector.select({"NewA", "NewB", "OldB"}, NOW + 200) == (old, {CLASS_LIMIT: 2}, set())
     # OldA idle 300 s: its slot goes to the first newcomer by name. OldB was seen at +200.
-    assert selector.select({"NewA", "NewB"}, NOW + 301) == ({"NewA", "OldB"}, 1, {"OldA"})
-    assert selector.select({"NewA", "NewB"}, NOW + 501) == ({"NewA", "NewB"}, 0, {"OldB"})
+    exported, skipped, released = selector.select(new, NOW + 301)
+    assert (exported, skipped, released) == ({"NewA", "OldB"}, {CLASS_LIMIT: 1}, {"OldA"})
+    assert selector.select(new, NOW + 501) == (new, {}, {"OldB"})
     # The new set is as stable as the old: an old name back later is the one turned away.
-    assert selector.select({"NewA", "NewB", "OldA"}, NOW + 510) == ({"NewA", "NewB"}, 1, set())
+    assert selector.select(new | {"OldA"}, NOW + 510) == (new, {CLASS_LIMIT: 1}, set())
 
 
 def test_idle_job_classes_keep_their_slots_while_nothing_needs_them() -> None:
     selector = JobClassSelector(limit=3, idle_seconds=300)
     selector.select({"Hourly", "Busy"}, NOW)
     # Idle for an hour, but a slot is free: no series is taken away for nothing.
-    assert selector.select({"Busy", "New"}, NOW + 3600) == ({"Hourly", "Busy", "New"}, 0, set())
+    assert selector.select({"Busy", "New"}, NOW + 3600) == ({"Hourly", "Busy", "New"}, {}, set())
     # Under pressure the longest idle goes first.
     assert selector.select({"Busy", "New", "Newer"}, NOW + 3700)[2] == {"Hourly"}
 
@@ -149,21 +156,21 @@ def identities(processes: tuple[ProcessSample, ...]) -> list[str]:
 def test_processes_within_the_limit_are_all_kept_in_order() -> None:
     selector = ProcessSelector(limit=3)
     given = (process("c"), process("a"), process("b"))
-    assert selector.select(given) == (given, 0)
+    assert selector.select(given) == (given, {})
 
 
 def test_process_limit_is_stable_and_fills_free_slots_by_identity() -> None:
     selector = ProcessSelector("main", limit=2)
     with capture_logs() as logs:
         kept, dropped = selector.select((process("m"), process("z"), process("n")))
-        assert (identities(kept), dropped) == (["m", "n"], 1)
+        assert (identities(kept), dropped) == (["m", "n"], {PROCESS_LIMIT: 1})
         # A new process that sorts first does not evict those already exported.
         kept, dropped = selector.select(tuple(map(process, "azmn")))
-        assert (identities(kept), dropped) == (["m", "n"], 2)
+        assert (identities(kept), dropped) == (["m", "n"], {PROCESS_LIMIT: 2})
         # When an exported one is gone (deploy, crash), the first newcomer by identity takes
         # its slot, and keeps it.
         kept, dropped = selector.select(tuple(map(process, "azn")))
-        assert (identities(kept), dropped) == (["a", "n"], 1)
+        assert (identities(kept), dropped) == (["a", "n"], {PROCESS_LIMIT: 1})
         kept, _ = selector.select(tuple(map(process, "azmn")))
         assert identities(kept) == ["a", "n"]
     assert [e["event"] for e in logs] == [PROCESS_LIMIT_REACHED]  # once per target
@@ -198,6 +205,86 @@ async def test_process_limit_caps_per_process_series_and_keeps_totals_exact(
     assert scrape.value("sidekiq_queue_busy_workers", **t, queue="q") == 5
     # Three dropped on the first poll, four on the second.
     assert scrape.value("sidekiq_exporter_skipped_items_total", **t, reason=PROCESS_LIMIT) == 7
+
+
+# --- label length --------------------------------------------------------------------------
+
+
+def test_label_length_is_counted_in_utf8_bytes() -> None:
+    selector = QueueSelector(max_label_bytes=8)
+    assert selector.fits("12345678")
+    assert not selector.fits("123456789")
+    assert selector.fits("ééé")  # 6 bytes
+    assert not selector.fits("éééé5")  # 9 bytes in 5 characters
+    assert QueueSelector().fits("x" * 100_000)  # no limit
+
+
+def test_every_selector_skips_and_counts_values_too_long() -> None:
+    long = "x" * 9
+    queues = QueueSelector(limit=2, max_label_bytes=8)
+    with capture_logs() as logs:
+        # Too long names take no slot: "b" fits in the place the long one would have taken.
+        assert queues.select([long, "a"], ["b", long + "y"]) == (
+            {"a", "b"},
+            {LABEL_TOO_LONG: 2},
+        )
+    assert [e["event"] for e in logs] == [LABEL_VALUE_TOO_LONG]
+    assert (logs[0]["kind"], logs[0]["length_bytes"], logs[0]["prefix"]) == ("queue", 9, long)
+    assert queues.plan([long, "a"]) == {"a"}  # its tail is not read either
+    classes = JobClassSelector(max_label_bytes=8)
+    assert classes.select({long, "Job"}, NOW) == ({"Job"}, {LABEL_TOO_LONG: 1}, set())
+    processes = ProcessSelector(max_label_bytes=8)
+    fine = process("p1")
+    every_label = [
+        process(long),
+        replace(fine, identity="p2", hostname=long),
+        replace(fine, identity="p3", tag=long),
+        replace(fine, identity="p4", version=long),
+    ]
+    assert processes.select([fine, *every_label]) == ((fine,), {LABEL_TOO_LONG: 4})
+
+
+async def test_no_label_value_from_redis_exceeds_the_limit(
+    sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    # A long value in every place a label value comes from: queue names (the queues set, a
+    # process's queues, a running job's queue), job classes (metrics, running jobs), and a
+    # process's identity, hostname, tag and version. One of each, 2 KiB, over the 1 KiB
+    # default: skipped and counted, and nothing else changes (totals stay exact).
+    long = "L" * 2048
+    writer = SidekiqWriter(sync_client, V8_1_2)
+    now = float(sync_client.time()[0])
+    writer.push("default", writer.job("Job", enqueued_at=now - 1))
+    writer.push(long + "q", writer.job("Job", enqueued_at=now - 1))
+    writer.process("ok:1:aaaaaaaaaaaa", beat=now, queues=["default", long + "served"])
+    writer.work("ok:1:aaaaaaaaaaaa", "t1", long + "ran", writer.job("Job"), run_at=now - 1)
+    writer.work("ok:1:aaaaaaaaaaaa", "t2", "default", writer.job(long + "Class"), run_at=now - 1)
+    writer.process(long + ":1:aaaaaaaaaaaa", beat=now, concurrency=2)
+    writer.process("h:1:aaaaaaaaaaaa", beat=now, concurrency=3, hostname=long)
+    writer.process("t:1:aaaaaaaaaaaa", beat=now, concurrency=4, tag=long)
+    writer.process("v:1:aaaaaaaaaaaa", beat=now, concurrency=6)
+    info = json.loads(sync_client.hget("v:1:aaaaaaaaaaaa", "info") or b"{}")
+    sync_client.hset("v:1:aaaaaaaaaaaa", "info", json.dumps({**info, "version": long}))
+    minute = datetime.fromtimestamp(int(now // 60) * 60, UTC)
+    writer.metrics(minute, "Job", executions=1)
+    writer.metrics(minute, long + "Metric", executions=1)
+    async with Pipeline.build(["--poll.interval=1s"], client=client) as pipeline:
+        assert await pipeline.poll()
+        scrape = await pipeline.scrape_openmetrics()
+    values = {value for _, labels in scrape.samples for _, value in labels}
+    assert max(len(value.encode()) for value in values) <= 1024
+    t = {"target": "default"}
+    # Three queues, two classes (each counted once per poll) and four processes.
+    assert scrape.value("sidekiq_exporter_skipped_items_total", **t, reason=LABEL_TOO_LONG) == 9
+    assert set(scrape.by_label("sidekiq_queue_enqueued_jobs", "queue", **t)) == {"default"}
+    assert scrape.value("sidekiq_enqueued_jobs", **t) == 2
+    assert scrape.value("sidekiq_processes", **t) == 5
+    assert scrape.value("sidekiq_workers", **t) == 5 + 2 + 3 + 4 + 6
+    assert set(scrape.by_label("sidekiq_process_concurrency", "identity", **t)) == {
+        "ok:1:aaaaaaaaaaaa"
+    }
+    assert scrape.value("sidekiq_busy_workers", **t) == 0  # from the processes' busy counts
+    assert scrape.value("sidekiq_queue_busy_workers", **t, queue="default") == 1
 
 
 # --- the reader ----------------------------------------------------------------------------

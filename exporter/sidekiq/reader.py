@@ -12,7 +12,7 @@ from datetime import datetime
 
 from redis.asyncio import Redis
 
-from exporter.cardinality import QUEUE_LIMIT, QueueSelector
+from exporter.cardinality import QueueSelector
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     MetricsMinute,
@@ -279,11 +279,10 @@ class Reader:
             first.queue_names, tails, first.paused, replies[queues], skipped
         )
         process_samples, running = decode.processes(first.identities, replies[processes], skipped)
-        queue_samples, process_samples, running, dropped = self.queues.exported_only(
+        queue_samples, process_samples, running, limited = self.queues.exported_only(
             first.queue_names, queue_samples, process_samples, running
         )
-        if dropped:
-            skipped[QUEUE_LIMIT] += dropped
+        skipped.update(limited)
         # Queues only processes or running jobs name (served, never pushed to: Sidekiq adds a
         # name to `queues` on push) are real, empty queues: in the Sample like any other, so
         # everything downstream (SLAs, breach time, every per-queue family) treats them alike.
