@@ -75,12 +75,13 @@ NUMBERS = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.sampled_from([0, -1, 1.5, 1e308, -1e308, 5e-324])
 )
-JSON_SCALARS = st.none() | st.booleans() | NUMBERS | st.text(max_size=12)
+# Text with lone UTF-16 surrogates too: JSON's "\ud800" decodes to one, which cannot be
+# written as UTF-8 (Hypothesis leaves them out of text by default).
+TEXT = st.text(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=12)
+JSON_SCALARS = st.none() | st.booleans() | NUMBERS | TEXT
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
     max_leaves=12,
 )
 NUMERIC_TEXT = (
@@ -132,13 +133,17 @@ def finite_float(value: object) -> bool:
 
 
 def assert_renderable(item: object) -> None:
-    """Every number in a decoded dataclass can be exported."""
+    """Every number and text in a decoded dataclass can be exported."""
     for f in fields(item):  # type: ignore[arg-type]
         value = getattr(item, f.name)
         if isinstance(value, int | float):
             assert finite_float(value), (f.name, value)
+        if isinstance(value, str):
+            value.encode()  # the exposition is UTF-8: no lone surrogate
         if isinstance(value, dict):
             assert all(finite_float(v) for v in value.values()), (f.name, value)
+            for key in value:
+                key.encode()
 
 
 # --- the decoders on their own -------------------------------------------------------------
@@ -183,6 +188,12 @@ PROCESS_INFO = st.fixed_dictionaries(
 )
 @example(info=b'{"started_at": 1' + b"0" * 400 + b"}", rest=[None, b"1", b"1", None, b"1", b"1"])
 @example(info=b'{"concurrency": 1' + b"0" * 400 + b"}", rest=[None, b"1", b"1", None, b"1", b"1"])
+@example(  # lone surrogates in every text that becomes a label
+    info=b'{"hostname": "\\ud800", "tag": "a\\udfff", "version": "\\udbff", "queues": ["\\ud801"],'
+    b' "capsules": {"x": {"concurrency": 1, "weights": {"\\ud802": 1}}, "y": {"concurrency": 1,'
+    b' "weights": {"\\ud803": 1}}}, "started_at": 1755000000.5}',
+    rest=[None, b"1", b"1755000000.5", None, b"1", b"1"],
+)
 def test_process_never_raises(info: bytes | None, rest: list[bytes | None]) -> None:
     result = decode.decode_process("host:1:abc", [info, *rest])
     assert result is None or isinstance(result, Skip | ProcessSample)
@@ -207,6 +218,9 @@ WORK_ENTRY = st.fixed_dictionaries(
 
 @FAST
 @given(raw=RAW | WORK_ENTRY.map(dumps))
+@example(
+    raw=b'{"queue": "q\\ud800", "payload": "{\\"class\\": \\"\\\\udfff\\"}", "run_at": 1700000000}'
+)
 def test_work_entry_never_raises(raw: bytes) -> None:
     result = decode.decode_work_entry("host:1:abc", raw)
     assert isinstance(result, Skip | RunningJob)
@@ -625,6 +639,31 @@ async def test_wrong_key_types_on_real_redis(redis_server: RedisServer, wrong: s
                 assert await pipeline.poll()
                 assert dict(pipeline.status.skipped_totals) == {decode.WRONG_TYPE: expected}
                 assert pipeline.scrape().value("sidekiq_up", target="default") == 1
+
+
+# --- text that UTF-8 cannot carry ----------------------------------------------------------
+
+
+async def test_lone_surrogates_in_json_never_break_the_exposition() -> None:
+    # JSON's "\ud800" is a valid escape that decodes to a lone surrogate, which no UTF-8
+    # encoder accepts: in a hostname or a job's queue it failed the whole /metrics render.
+    server = fakeredis.FakeServer()
+    info = {"hostname": "web-\ud800", "tag": "\udfff", "version": "8.1.7", "started_at": 1.7e9}
+    info |= {"concurrency": 5, "queues": ["default", "q\udbff"]}
+    entry = {"queue": "q\udbff", "payload": json.dumps({"class": "Job\ud800"}), "run_at": 1.7e9}
+    with fakeredis.FakeRedis(server=server) as sync:
+        sync.sadd("processes", "w:1:a")
+        sync.hset("w:1:a", mapping={"info": json.dumps(info), "busy": 1, "beat": time.time()})
+        sync.hset("w:1:a:work", "t1", json.dumps(entry))
+    client = fakeredis.FakeAsyncRedis(server=server)
+    async with Pipeline.build(["--poll.interval=1s"], client=client) as pipeline:
+        assert await pipeline.poll()
+        pipeline.scrape()  # the text format renders too
+        scrape = await pipeline.scrape_openmetrics()
+    labels = {"target": "default", "identity": "w:1:a", "hostname": "web-\ufffd\ufffd\ufffd"}
+    assert scrape.value("sidekiq_process_busy_workers", **labels, tag="\ufffd" * 3) == 1
+    queue = "q" + "\ufffd" * 3
+    assert scrape.value("sidekiq_queue_busy_workers", target="default", queue=queue) == 1
 
 
 # --- negative input never makes a negative counter -----------------------------------------

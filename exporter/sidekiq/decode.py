@@ -68,6 +68,19 @@ def _as_text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
+def _label_text(value: str) -> str:
+    """A string from job or process JSON, fit to be a label value: a lone UTF-16 surrogate
+    (JSON's `"\\ud800"`, which Python decodes as is) cannot be written as UTF-8 and would fail
+    the whole /metrics render, so it becomes U+FFFD, as invalid bytes in a key name do."""
+    if value.isascii():
+        return value
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
 def parse_int(raw: bytes | str | None, default: int = 0) -> int | None:
     """Integer text as Sidekiq writes it (`"5"`); `default` when absent, None when malformed."""
     if raw is None:
@@ -118,7 +131,7 @@ def job_class(job: Mapping[str, Any]) -> str | None:
     for field_name in ("wrapped", "class"):
         value = job.get(field_name)
         if isinstance(value, str) and value:
-            return value
+            return _label_text(value)
     return None
 
 
@@ -179,18 +192,19 @@ def _capacity_by_queue(info: Mapping[str, Any], concurrency: int) -> dict[str, i
             if not isinstance(weights, dict):
                 return None
             for queue in weights:
-                capacity[str(queue)] = capacity.get(str(queue), 0) + threads
+                name = _label_text(str(queue))
+                capacity[name] = capacity.get(name, 0) + threads
         return capacity
     queue_names: list[str] = []
     if isinstance(capsules, dict) and capsules:
         (capsule,) = capsules.values()
         if isinstance(capsule, dict) and isinstance(capsule.get("weights"), dict):
-            queue_names = [str(q) for q in capsule["weights"]]
+            queue_names = [_label_text(str(q)) for q in capsule["weights"]]
     if not queue_names:
         queues = info.get("queues", [])
         if not isinstance(queues, list):
             return None
-        queue_names = [str(q) for q in queues]
+        queue_names = [_label_text(str(q)) for q in queues]
     return dict.fromkeys(queue_names, concurrency)
 
 
@@ -234,9 +248,9 @@ def decode_process(identity: str, fields: Sequence[bytes | None]) -> ProcessSamp
     hostname, tag, version = info.get("hostname"), info.get("tag"), info.get("version")
     return ProcessSample(
         identity=identity,
-        hostname=hostname if isinstance(hostname, str) else "",
-        tag=tag if isinstance(tag, str) else "",
-        version=version if isinstance(version, str) else "",
+        hostname=_label_text(hostname) if isinstance(hostname, str) else "",
+        tag=_label_text(tag) if isinstance(tag, str) else "",
+        version=_label_text(version) if isinstance(version, str) else "",
         concurrency=concurrency,
         busy=busy,
         heartbeat_timestamp=beat,
@@ -266,7 +280,9 @@ def decode_work_entry(identity: str, raw: bytes) -> RunningJob | Skip:
     started = payload_timestamp(run_at)
     if klass is None or started is None or isinstance(started, Skip):
         return Skip(INVALID_WORK)
-    return RunningJob(process_identity=identity, queue=queue, job_class=klass, run_at=started)
+    return RunningJob(
+        process_identity=identity, queue=_label_text(queue), job_class=klass, run_at=started
+    )
 
 
 def decode_metrics_fields(fields: Mapping[bytes, bytes]) -> tuple[dict[str, list[int]], int]:
