@@ -126,7 +126,9 @@ SKIPPED_ITEMS: Final = Family(
     EXPORTER_ITSELF,
     "`reason`: `invalid_job`, `invalid_process`, `invalid_work`, `invalid_metric`, "
     "`invalid_counter` (a counter key such as `stat:processed` that is not a whole number of "
-    "at least 0: its series is left out), `wrong_type`, `command_error`, `queue_limit`, "
+    "at least 0: its series is left out), `invalid_timestamp` (a time from Redis before "
+    "2001-09-09 or after the year 5138: a job's, a process's, a sorted-set score, Redis "
+    "`TIME`), `wrong_type`, `command_error`, `queue_limit`, "
     "`class_limit`, `process_limit` (a live process without per-process series), "
     "`label_too_long` (a queue, class or process whose name, identity, hostname, tag or "
     "version is longer than `--collect.label-value-length.max`).",

@@ -28,8 +28,8 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exporter import metrics
-from exporter.cardinality import CLASS_LIMIT, LABEL_TOO_LONG, PROCESS_LIMIT, QUEUE_LIMIT
+from exporter import cardinality, metrics
+from exporter.cardinality import LABEL_TOO_LONG
 from exporter.model import HISTOGRAM_BUCKETS, ProcessSample, RunningJob
 from exporter.sidekiq import decode
 from exporter.sidekiq.decode import Skip
@@ -39,19 +39,7 @@ from tests.support.pipeline import Pipeline
 from tests.support.redis_server import RedisServer
 
 KEYS = KeyNames()
-SKIP_REASONS = {
-    decode.INVALID_JOB,
-    decode.INVALID_PROCESS,
-    decode.INVALID_WORK,
-    decode.INVALID_METRIC,
-    decode.WRONG_TYPE,
-    decode.COMMAND_ERROR,
-    decode.INVALID_COUNTER,
-    QUEUE_LIMIT,
-    CLASS_LIMIT,
-    PROCESS_LIMIT,
-    LABEL_TOO_LONG,
-}
+SKIP_REASONS = set(decode.REASONS) | set(cardinality.REASONS)
 # Moderate example counts keep this file at a few seconds; no example database in the tree.
 FAST = settings(
     max_examples=150,
@@ -274,11 +262,15 @@ class Plan:
     certain: Counter[str] = field(default_factory=Counter)
     maybe: Counter[str] = field(default_factory=Counter)
 
-    def add(self, kind: str, reason: str) -> None:
+    def add(self, kind: str, reason: str, *, timestamps: bool = False) -> None:
+        """One item of `kind`, skipped as `reason` if bad; one `with timestamps` may instead
+        be skipped for an implausible time, if random."""
         if kind == "garbage":
             self.certain[reason] += 1
         elif kind == "random":
             self.maybe[reason] += 1
+            if timestamps:
+                self.maybe[decode.INVALID_TIMESTAMP] += 1
 
     def check(self, skipped: dict[str, int]) -> None:
         assert set(skipped) <= SKIP_REASONS, skipped
@@ -290,10 +282,13 @@ class Plan:
 
 KIND = st.sampled_from(["valid", "garbage", "random"])
 NAME = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=10)
+RUN_AT = 1_755_000_000  # a plausible time (whole seconds, as `run_at`)
 
 
 def valid_info() -> bytes:
-    return dumps({"hostname": "h", "started_at": 1.5, "concurrency": 5, "queues": ["default"]})
+    return dumps(
+        {"hostname": "h", "started_at": RUN_AT - 60.5, "concurrency": 5, "queues": ["default"]}
+    )
 
 
 @st.composite
@@ -309,7 +304,7 @@ def worlds(draw: st.DrawFn) -> tuple[Callable[[redis.Redis, float], None], Plan]
             "garbage": NOT_A_JSON_OBJECT,
             "random": TIMESTAMP_FIELDS.map(dumps),
         }[kind]
-        plan.add(kind, decode.INVALID_JOB)
+        plan.add(kind, decode.INVALID_JOB, timestamps=True)
         value = draw(tail)
         writes.append(
             lambda c, now, n=name, v=value: (c.sadd("queues", n), c.rpush(f"queue:{n}", v))
@@ -325,7 +320,7 @@ def worlds(draw: st.DrawFn) -> tuple[Callable[[redis.Redis, float], None], Plan]
             hash_fields = {b"info": valid_info(), b"busy": b"1", b"beat": b"1755000000.5"}
         elif kind == "garbage":
             broken = draw(st.sampled_from(["info", "beat", "busy"]))
-            hash_fields = {b"info": valid_info(), b"beat": b"1.5"}
+            hash_fields = {b"info": valid_info(), b"beat": b"1755000000.5"}
             hash_fields[broken.encode()] = draw(
                 NOT_A_JSON_OBJECT if broken == "info" else NOT_NUMERIC
             )
@@ -335,13 +330,17 @@ def worlds(draw: st.DrawFn) -> tuple[Callable[[redis.Redis, float], None], Plan]
                 field_value = draw(st.none() | RAW)
                 if field_value is not None:
                     hash_fields[name.encode()] = field_value
-        plan.add(kind, decode.INVALID_PROCESS)
+        plan.add(kind, decode.INVALID_PROCESS, timestamps=True)
         work: dict[bytes, bytes] = {}
         if kind == "valid":  # work hashes are only read for processes that decode
             for tid in range(draw(st.integers(0, 3))):
                 work_kind = draw(KIND)
-                plan.add(work_kind, decode.INVALID_WORK)
-                valid_entry = {"queue": "q", "payload": json.dumps({"class": "J"}), "run_at": 17}
+                plan.add(work_kind, decode.INVALID_WORK, timestamps=True)
+                valid_entry = {
+                    "queue": "q",
+                    "payload": json.dumps({"class": "J"}),
+                    "run_at": RUN_AT,
+                }
                 work[b"t%d" % tid] = draw(
                     {
                         "valid": st.just(dumps(valid_entry)),
@@ -419,6 +418,8 @@ def worlds(draw: st.DrawFn) -> tuple[Callable[[redis.Redis, float], None], Plan]
     scores = st.floats(allow_nan=False, allow_infinity=True)
     for zset in ("schedule", "retry", "dead"):
         members = draw(st.dictionaries(st.binary(max_size=16), scores, max_size=3))
+        if members and zset != "dead":  # the lowest score of schedule and retry is read
+            plan.maybe[decode.INVALID_TIMESTAMP] += 1
         if members:
             writes.append(lambda c, now, k=zset, m=members: c.zadd(k, m))  # type: ignore[misc]
     # Label values over the default limit (1 KiB): a queue name, a job class, a hostname.
@@ -548,9 +549,9 @@ def write_right(client: redis.Redis, key: Key) -> None:
     elif key.name.startswith("queue:"):
         client.rpush(key.name, job)
     elif key.name == IDENTITY:
-        client.hset(key.name, mapping={"info": valid_info(), "busy": 1, "beat": 1.5})
+        client.hset(key.name, mapping={"info": valid_info(), "busy": 1, "beat": RUN_AT + 0.5})
     elif key.name.startswith(IDENTITY):
-        entry = {"queue": QUEUE, "payload": json.dumps({"class": "J"}), "run_at": 17}
+        entry = {"queue": QUEUE, "payload": json.dumps({"class": "J"}), "run_at": RUN_AT}
         client.hset(key.name, "tid", dumps(entry))
     elif key.name.startswith("j|"):
         client.hset(key.name, f"{JOB_CLASS}|p", 3)
@@ -664,6 +665,34 @@ async def test_lone_surrogates_in_json_never_break_the_exposition() -> None:
     assert scrape.value("sidekiq_process_busy_workers", **labels, tag="\ufffd" * 3) == 1
     queue = "q" + "\ufffd" * 3
     assert scrape.value("sidekiq_queue_busy_workers", target="default", queue=queue) == 1
+
+
+# --- times outside the plausible years ----------------------------------------------------
+
+
+async def test_implausible_times_make_no_absurd_ages_and_are_counted() -> None:
+    # A score of -1e308 in the schedule set was a lag of 1e308 s; a job enqueued in 1970 an
+    # age of 56 years. Each such time is skipped and counted; the rest of the data stays.
+    server = fakeredis.FakeServer()
+    now = time.time()
+    with fakeredis.FakeRedis(server=server) as sync:
+        sync.zadd("schedule", {b'{"class":"J"}': -1e308})
+        sync.zadd("retry", {b'{"class":"J"}': now - 5})
+        sync.sadd("queues", "default", "old")
+        sync.rpush("queue:default", dumps({"class": "J", "enqueued_at": now - 3}))
+        sync.rpush("queue:old", dumps({"class": "J", "enqueued_at": 0.5}))
+    client = fakeredis.FakeAsyncRedis(server=server)
+    async with Pipeline.build(["--poll.interval=1s"], client=client) as pipeline:
+        assert await pipeline.poll()
+        scrape = await pipeline.scrape_openmetrics()
+    t = {"target": "default"}
+    assert scrape.value("sidekiq_scheduled_lag_seconds", **t, set="schedule") == 0
+    assert scrape.value("sidekiq_scheduled_overdue_jobs", **t, set="schedule") == 1  # still due
+    assert 4 < scrape.value("sidekiq_scheduled_lag_seconds", **t, set="retry") < 60
+    assert scrape.value("sidekiq_queue_latency_seconds", **t, queue="old") == 0
+    assert 2 < scrape.value("sidekiq_queue_latency_seconds", **t, queue="default") < 60
+    skipped = scrape.by_label("sidekiq_exporter_skipped_items_total", "reason", **t)
+    assert skipped == {decode.INVALID_TIMESTAMP: 2}
 
 
 # --- negative input never makes a negative counter -----------------------------------------

@@ -399,7 +399,7 @@ def test_daemon_applies_the_queue_flags(redis_server: RedisServer) -> None:
     conn = redis_server.connect()
     for name in ("a", "b", "c", "d", "skip_me"):
         conn.execute("SADD", "queues", name)
-        conn.execute("LPUSH", f"queue:{name}", '{"class":"J","enqueued_at":1.0}')
+        conn.execute("LPUSH", f"queue:{name}", '{"class":"J","enqueued_at":1755000000.0}')
     conn.close()
     flags = ["--collect.queues.max=2", "--collect.queues.deny=skip_.*"]
     with ExporterProcess(redis_server.url, args=flags) as exporter:

@@ -33,6 +33,40 @@ def test_payload_timestamp_rejects_non_numbers(token: str) -> None:
     assert decode.payload_timestamp(json.loads(token)) == Skip(decode.INVALID_JOB)
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        "-1e308",  # a lag of 1e308 s if taken as it is
+        "0",
+        "1.5",
+        "999999999.9",  # just before 2001-09-09
+        "100000000000.0",  # 1e11 s as a float: the year 5138
+        "999999999999",  # milliseconds before 2001-09-09
+        "100000000000000",  # 1e14 ms: 1e11 s
+    ],
+)
+def test_payload_timestamp_outside_the_plausible_years_is_skipped(token: str) -> None:
+    assert decode.payload_timestamp(json.loads(token)) == Skip(decode.INVALID_TIMESTAMP)
+
+
+def test_every_time_from_redis_is_bounded() -> None:
+    # Sorted-set score, Redis TIME, process beat and start, a running job's start: each is
+    # skipped and counted outside the plausible years; a queue tail's is tested above.
+    skipped = decode.Skipped()
+    assert decode.lowest_score([b"job", b"-1e308"], skipped) is None
+    assert decode.lowest_score([b"job", b"1755450000.5"], skipped) == 1755450000.5
+    assert decode.redis_time([b"12", b"0"], skipped, fallback=NOW) == NOW  # a clock at 1970
+    assert skipped == {decode.INVALID_TIMESTAMP: 2}
+    info = json.dumps({"hostname": "h", "queues": ["default"], "started_at": NOW}).encode()
+    fields = [info, b"5", b"1", b"1.5", None, b"100", b"300"]  # beat 1.5
+    assert decode.decode_process("p", fields) == Skip(decode.INVALID_TIMESTAMP)
+    info = json.dumps({"hostname": "h", "queues": ["default"], "started_at": -1e300}).encode()
+    fields = [info, b"5", b"1", b"1755450000.5", None, b"100", b"300"]
+    assert decode.decode_process("p", fields) == Skip(decode.INVALID_TIMESTAMP)
+    work = json.dumps({"queue": "default", "payload": {"class": "J"}, "run_at": 17}).encode()
+    assert decode.decode_work_entry("p", work) == Skip(decode.INVALID_TIMESTAMP)
+
+
 def job(**fields: Any) -> bytes:
     return json.dumps({"class": "HardJob", "args": [], "jid": "x", **fields}).encode()
 
@@ -261,11 +295,11 @@ def test_processes_section_takes_three_replies_per_identity() -> None:
     skipped = decode.Skipped()
     info = json.dumps({"hostname": "h", "queues": ["default"], "concurrency": 5}).encode()
     fields = [info, None, b"1", b"1755450000.5", None, b"100", b"300"]
-    work = json.dumps({"queue": "default", "payload": {"class": "J"}, "run_at": 1}).encode()
+    work = json.dumps({"queue": "default", "payload": {"class": "J"}, "run_at": NOW}).encode()
     replies = [fields, [b"t1", work], [], [None] * 7, [], []]
     processes, running = decode.processes(["live:1:a", "stale:2:b"], replies, skipped)
     assert [p.identity for p in processes] == ["live:1:a"]  # the stale member has no hash
-    assert running == [RunningJob("live:1:a", "default", "J", 1.0)]
+    assert running == [RunningJob("live:1:a", "default", "J", NOW)]
     assert skipped == {}
 
 

@@ -111,7 +111,7 @@ def test_live_metrics_values_promtool_and_clean_shutdown(server: RedisServer) ->
 
 def test_scrapes_send_no_command_to_redis(server: RedisServer) -> None:
     client = redis.Redis(port=server.port, password=PASSWORD)
-    SidekiqWriter(client, V7).push("default", {"class": "A", "enqueued_at": 1.0})
+    SidekiqWriter(client, V7).push("default", {"class": "A", "enqueued_at": 1_755_000_000.0})
     # A 5 minute interval: after the first poll, nothing but scrapes happens for a while.
     with ExporterProcess(server.url, poll_interval="5m") as exporter:
         before = client.info("commandstats")

@@ -127,7 +127,7 @@ async def test_deep_queues_cost_what_short_ones_cost(server: RedisServer, client
     populate(server, queues=3, processes=0, classes=0)
     _, _, short = await poll(client)
     sync = redis.Redis(port=server.port)
-    sync.rpush("queue:q0", *[b'{"class":"J","enqueued_at":1.5}'] * 50_000)
+    sync.rpush("queue:q0", *[b'{"class":"J","enqueued_at":1755000000.5}'] * 50_000)
     sync.close()
     writes, trips, deep = await poll(client)
     assert writes == trips == 2

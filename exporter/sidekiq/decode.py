@@ -33,6 +33,7 @@ INVALID_METRIC = "invalid_metric"  # `j|` field or histogram that doesn't parse
 WRONG_TYPE = "wrong_type"  # a key that holds another Redis type (WRONGTYPE)
 COMMAND_ERROR = "command_error"  # any other error reply to a single command
 INVALID_COUNTER = "invalid_counter"  # a counter key (`stat:processed`) not a whole number ≥ 0
+INVALID_TIMESTAMP = "invalid_timestamp"  # a time from Redis outside PLAUSIBLE_SECONDS
 # Every reason above: the decoders' share of `sidekiq_exporter_skipped_items_total{reason}`.
 REASONS = (
     INVALID_JOB,
@@ -40,6 +41,7 @@ REASONS = (
     INVALID_WORK,
     INVALID_METRIC,
     INVALID_COUNTER,
+    INVALID_TIMESTAMP,
     WRONG_TYPE,
     COMMAND_ERROR,
 )
@@ -47,6 +49,11 @@ REASONS = (
 # Sidekiq 8 writes job timestamps as integer epoch milliseconds, older versions as float epoch
 # seconds. An integer below 1e11 is taken as seconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _MILLISECONDS_THRESHOLD = 100_000_000_000
+# Epoch seconds a time read from Redis may take: from 2001-09-09 (1e9 s) to the year 5138
+# (1e11 s, the milliseconds threshold above). Sidekiq appeared in 2012; a job enqueued, a
+# process started or a sorted-set score outside is bad data, and taken as it is it would make
+# an age of up to 1e308 s. Outside, the time is skipped and counted.
+PLAUSIBLE_SECONDS = (1e9, 1e11)
 # Redis integers are signed 64-bit. A larger number is nothing Redis or Sidekiq wrote, and could
 # not be exported either (the exposition converts to float: "int too large to convert").
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -106,23 +113,30 @@ def parse_float(raw: bytes | str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def plausible_time(seconds: float) -> float | Skip:
+    """`seconds` if it is a plausible epoch time (PLAUSIBLE_SECONDS), else a Skip."""
+    low, high = PLAUSIBLE_SECONDS
+    return seconds if low <= seconds < high else Skip(INVALID_TIMESTAMP)
+
+
 def payload_timestamp(value: object) -> float | Skip | None:
     """Epoch seconds from a job timestamp (`enqueued_at`, `created_at`, …), per field per job.
 
     Sidekiq ≤ 7.3 writes a Float of seconds; 8.0+ an Integer of milliseconds, and its own rule
     is `is_a?(Float)` (v8.0.0 lib/sidekiq/api.rb:280-289). `json.loads` keeps that distinction:
-    a token with `.` or an exponent becomes a float. None when the field is absent.
+    a token with `.` or an exponent becomes a float. None when the field is absent; a Skip when
+    it is not a number (`invalid_job`) or not a plausible time (`invalid_timestamp`).
     """
     if value is None:
         return None
     if isinstance(value, bool):
         return Skip(INVALID_JOB)
     if isinstance(value, float):
-        return value if math.isfinite(value) else Skip(INVALID_JOB)
+        return plausible_time(value) if math.isfinite(value) else Skip(INVALID_JOB)
     if isinstance(value, int):
         if _int64(value) is None:
             return Skip(INVALID_JOB)
-        return value / 1000.0 if value >= _MILLISECONDS_THRESHOLD else float(value)
+        return plausible_time(value / 1000.0 if value >= _MILLISECONDS_THRESHOLD else float(value))
     return Skip(INVALID_JOB)
 
 
@@ -230,7 +244,7 @@ def decode_process(identity: str, fields: Sequence[bytes | None]) -> ProcessSamp
     rss_kib = parse_int(rss_raw)
     rtt_us = parse_int(rtt_raw)
     beat = parse_float(beat_raw)
-    started_at = info.get("started_at", 0.0)
+    started_at = info.get("started_at")
     if (
         concurrency is None
         or busy is None
@@ -238,10 +252,15 @@ def decode_process(identity: str, fields: Sequence[bytes | None]) -> ProcessSamp
         or rtt_us is None
         or beat is None
         or isinstance(started_at, bool)
-        or not isinstance(started_at, int | float)
+        or not isinstance(started_at, int | float | None)
         or (isinstance(started_at, int) and _int64(started_at) is None)
+        or (isinstance(started_at, float) and not math.isfinite(started_at))
     ):
         return Skip(INVALID_PROCESS)
+    # Both are Ruby's `Time.now.to_f` in every version; `started_at` absent: unknown (0).
+    for moment in (beat, started_at):
+        if moment is not None and isinstance(checked := plausible_time(moment), Skip):
+            return checked
     capacity = _capacity_by_queue(info, concurrency)
     if capacity is None:
         return Skip(INVALID_PROCESS)
@@ -254,7 +273,7 @@ def decode_process(identity: str, fields: Sequence[bytes | None]) -> ProcessSamp
         concurrency=concurrency,
         busy=busy,
         heartbeat_timestamp=beat,
-        start_timestamp=float(started_at),
+        start_timestamp=float(started_at or 0.0),
         # 6.4.0/6.4.1 hand the raw boolean to redis-rb 4.x, which stores "true"/"false" too.
         quiet=quiet_raw == b"true",
         rss_bytes=rss_kib * 1024,  # `rss` is KiB (VmRSS)
@@ -279,6 +298,8 @@ def decode_work_entry(identity: str, raw: bytes) -> RunningJob | Skip:
     # against a producer that writes milliseconds.
     started = payload_timestamp(run_at)
     if klass is None or started is None or isinstance(started, Skip):
+        if started == Skip(INVALID_TIMESTAMP) and klass is not None:
+            return started
         return Skip(INVALID_WORK)
     return RunningJob(
         process_identity=identity, queue=_label_text(queue), job_class=klass, run_at=started
@@ -432,9 +453,17 @@ def lowest_score(reply: object, skipped: Skipped) -> float | None:
     if len(reply) != 2:
         return None
     score = reply[1]
-    if isinstance(score, float):
-        return score
-    return parse_float(score) if isinstance(score, bytes) else None
+    value = (
+        score
+        if isinstance(score, float)
+        else parse_float(score)
+        if isinstance(score, bytes)
+        else None
+    )
+    if value is None:
+        return None
+    # A due time: a score of -1e308 would be a lag of 1e308 s.
+    return None if skipped.skip(plausible_time(value)) else value
 
 
 def hash_reply(reply: object, skipped: Skipped) -> dict[bytes, bytes]:
@@ -460,7 +489,11 @@ def redis_time(reply: object, skipped: Skipped, fallback: float) -> float:
     seconds, micros = (parse_int(part) for part in reply)
     if seconds is None or micros is None:
         return fallback
-    return seconds + micros / 1_000_000
+    now = plausible_time(seconds + micros / 1_000_000)
+    if isinstance(now, Skip):  # a server clock at 1970: ours instead
+        skipped.skip(now)
+        return fallback
+    return now
 
 
 def queues(
