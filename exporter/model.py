@@ -131,6 +131,8 @@ class Sample:
     # Epoch start of the oldest metrics minute the reader asked for (present or not); the
     # deriver forgets older minutes. None: derive it from `redis_time` and the window size.
     metrics_window_start: int | None = None
+    # (reason, Redis key) of the first few items skipped here, for the debug log.
+    skipped_keys: tuple[tuple[str, str], ...] = ()
 
     @property
     def enqueued_total(self) -> int:

@@ -21,6 +21,7 @@ from exporter.logs import (
     POLL_COMPLETED,
     POLL_CRASHED,
     POLL_FAILED,
+    REDIS_DATA_SKIPPED,
     TARGET_DOWN,
     TARGET_UP,
     get_logger,
@@ -55,6 +56,11 @@ EXPECTED_ERRORS: Final = (RedisError, OSError)
 BACKOFF_START_SECONDS: Final = 0.5
 _MAX_BACKOFF_EXPONENT: Final = 30  # 0.5 * 2**30 s is far above any interval; avoids overflow
 _MAX_MESSAGE_CHARS: Final = 200
+# The debug log names the key and reason of skipped Redis data (never its value), at most this
+# many lines per target and window: bad data that stays in Redis is skipped on every poll.
+SKIPPED_KEY_LINES: Final = 10
+SKIPPED_KEY_WINDOW_SECONDS: Final = 60.0
+_MAX_KEY_CHARS: Final = 200  # a key name can be as long as a queue name
 
 
 class DeriveFn(Protocol):
@@ -96,6 +102,9 @@ class Poller:
         self._up: bool | None = None  # None until the first poll: its outcome is logged
         self._down_since: float | None = None  # monotonic
         self._secrets = _secrets_of(target)
+        self._skip_lines_window = -math.inf  # monotonic start of the current log window
+        self._skip_lines = 0  # lines logged in it
+        self._skip_lines_held = 0  # skipped keys not logged since the last line
 
     @property
     def target(self) -> str:
@@ -204,6 +213,26 @@ class Poller:
             running_jobs=len(sample.running_jobs),
             skipped=sum(sample.skipped.values()) + sum(snapshot.skipped.values()),
         )
+        self._log_skipped_keys(sample, finished)
+
+    def _log_skipped_keys(self, sample: Sample, now: float) -> None:
+        """One debug line per skipped item the sample names (key and reason, never the
+        value), at most SKIPPED_KEY_LINES per SKIPPED_KEY_WINDOW_SECONDS."""
+        if not sample.skipped_keys:
+            return
+        if now - self._skip_lines_window >= SKIPPED_KEY_WINDOW_SECONDS:
+            self._skip_lines_window, self._skip_lines = now, 0
+        for reason, key in sample.skipped_keys:
+            if self._skip_lines >= SKIPPED_KEY_LINES:
+                self._skip_lines_held += 1
+                continue
+            self._skip_lines += 1
+            fields: dict[str, object] = {}
+            if self._skip_lines_held:  # what the limit held back since the last line
+                fields["not_logged_before"] = self._skip_lines_held
+                self._skip_lines_held = 0
+            shown = key if len(key) <= _MAX_KEY_CHARS else key[:_MAX_KEY_CHARS] + "…"
+            log.debug(REDIS_DATA_SKIPPED, target=self.target, reason=reason, key=shown, **fields)
 
     def _failed(self, started: float, exc: BaseException) -> None:
         finished = self._clock.monotonic()

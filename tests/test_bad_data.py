@@ -27,6 +27,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from exporter import cardinality, metrics
 from exporter.cardinality import LABEL_TOO_LONG
@@ -665,6 +666,37 @@ async def test_lone_surrogates_in_json_never_break_the_exposition() -> None:
     assert scrape.value("sidekiq_process_busy_workers", **labels, tag="\ufffd" * 3) == 1
     queue = "q" + "\ufffd" * 3
     assert scrape.value("sidekiq_queue_busy_workers", target="default", queue=queue) == 1
+
+
+# --- the keys of skipped data are logged at debug, never the values -----------------------
+
+
+async def test_skipped_data_is_logged_by_key_and_reason_never_by_value() -> None:
+    secret = "hunter2-do-not-log"
+    server = fakeredis.FakeServer()
+    now = time.time()
+    with fakeredis.FakeRedis(server=server) as sync:
+        sync.sadd("queues", "broken")
+        sync.rpush("queue:broken", f"not json {secret}")
+        sync.set("stat:failed", f"-{secret}")
+        sync.sadd("processes", "w:1:a")
+        info = {"hostname": "h", "started_at": now, "concurrency": 1, "queues": ["q"]}
+        sync.hset("w:1:a", mapping={"info": json.dumps(info), "busy": 0, "beat": now})
+        sync.hset("w:1:a:work", "t1", f"{{{secret}")
+        minute = datetime.fromtimestamp(int(now // 60) * 60, UTC)
+        sync.hset(KEYS.metrics_minute_v8(minute), "Job|p", secret)
+    client = fakeredis.FakeAsyncRedis(server=server)
+    async with Pipeline.build(["--poll.interval=1s"], client=client) as pipeline:
+        with capture_logs() as logs:
+            assert await pipeline.poll()
+    lines = {(e["reason"], e["key"]) for e in logs if e["event"] == "redis_data_skipped"}
+    assert lines == {
+        (decode.INVALID_JOB, "queue:broken"),
+        (decode.INVALID_COUNTER, "stat:failed"),
+        (decode.INVALID_WORK, "w:1:a:work"),
+        (decode.INVALID_METRIC, KEYS.metrics_minute_v8(minute)),
+    }
+    assert secret not in repr(logs)
 
 
 # --- times outside the plausible years ----------------------------------------------------

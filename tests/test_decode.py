@@ -279,8 +279,16 @@ def test_counter_reply_is_a_whole_number_of_at_least_zero(
 def test_queues_section_reads_a_tail_only_for_the_queues_planned() -> None:
     skipped = decode.Skipped()
     replies = [5, job(enqueued_at=NOW - 3), 7, 2, b"{not json", ResponseError("WRONGTYPE x")]
+    commands = [
+        ("LLEN", "queue:a"),
+        ("LINDEX", "queue:a", -1),
+        ("LLEN", "queue:b"),
+        ("LLEN", "queue:c"),
+        ("LINDEX", "queue:c", -1),
+        ("LLEN", "queue:d"),
+    ]
     queues, enqueued = decode.queues(
-        ["a", "b", "c", "d"], frozenset({"a", "c"}), {"c"}, replies, skipped
+        ["a", "b", "c", "d"], frozenset({"a", "c"}), {"c"}, replies, skipped, commands
     )
     # a: LLEN + LINDEX; b: LLEN only; c: LLEN + LINDEX; d: LLEN (an error reply) only.
     assert [(q.name, q.size, q.oldest_job_timestamp, q.paused) for q in queues] == [
@@ -289,6 +297,8 @@ def test_queues_section_reads_a_tail_only_for_the_queues_planned() -> None:
     ]
     assert enqueued == 14  # every queue's size, its tail read or not
     assert skipped == {decode.INVALID_JOB: 1, decode.WRONG_TYPE: 1}
+    # The keys of what was skipped, for the debug log.
+    assert skipped.examples == [(decode.INVALID_JOB, "queue:c"), (decode.WRONG_TYPE, "queue:d")]
 
 
 def test_processes_section_takes_three_replies_per_identity() -> None:
@@ -296,11 +306,30 @@ def test_processes_section_takes_three_replies_per_identity() -> None:
     info = json.dumps({"hostname": "h", "queues": ["default"], "concurrency": 5}).encode()
     fields = [info, None, b"1", b"1755450000.5", None, b"100", b"300"]
     work = json.dumps({"queue": "default", "payload": {"class": "J"}, "run_at": NOW}).encode()
-    replies = [fields, [b"t1", work], [], [None] * 7, [], []]
-    processes, running = decode.processes(["live:1:a", "stale:2:b"], replies, skipped)
+    replies = [fields, [b"t1", work, b"t2", b"{"], [], [None] * 7, [], []]
+    commands = [
+        (command, key)
+        for identity in ("live:1:a", "stale:2:b")
+        for command, key in (
+            ("HMGET", identity),
+            ("HGETALL", f"{identity}:work"),
+            ("HGETALL", f"{identity}:workers"),
+        )
+    ]
+    processes, running = decode.processes(["live:1:a", "stale:2:b"], replies, skipped, commands)
     assert [p.identity for p in processes] == ["live:1:a"]  # the stale member has no hash
     assert running == [RunningJob("live:1:a", "default", "J", NOW)]
-    assert skipped == {}
+    assert skipped == {decode.INVALID_WORK: 1}
+    assert skipped.examples == [(decode.INVALID_WORK, "live:1:a:work")]
+
+
+def test_skipped_keys_are_kept_for_the_first_few_items_only() -> None:
+    skipped = decode.Skipped()
+    for index in range(decode.MAX_SKIPPED_KEYS + 5):
+        skipped.add(decode.INVALID_JOB, f"queue:q{index}")
+    skipped.add(decode.INVALID_METRIC, "", 3)  # no key to name: counted, not listed
+    assert skipped == {decode.INVALID_JOB: decode.MAX_SKIPPED_KEYS + 5, decode.INVALID_METRIC: 3}
+    assert len(skipped.examples) == decode.MAX_SKIPPED_KEYS
 
 
 def test_histogram_reply_unreadable_is_none_and_bitfield_refusal_is_recognised() -> None:

@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from structlog.testing import capture_logs
 
 from exporter.model import Sample, Snapshot
-from exporter.poller import BACKOFF_START_SECONDS, Poller
+from exporter.poller import BACKOFF_START_SECONDS, SKIPPED_KEY_LINES, Poller
 from exporter.settings import Settings
 from exporter.store import Store
 from exporter.targets import TargetSettings, build_target
@@ -63,9 +63,15 @@ class FakeClock:
 
 
 def make_sample(
-    redis_time: float, *, round_trips: int = 2, skipped: Mapping[str, int] | None = None
+    redis_time: float,
+    *,
+    round_trips: int = 2,
+    skipped: Mapping[str, int] | None = None,
+    skipped_keys: tuple[tuple[str, str], ...] = (),
 ) -> Sample:
-    return empty_sample(redis_time, round_trips=round_trips, skipped=dict(skipped or {}))
+    return empty_sample(
+        redis_time, round_trips=round_trips, skipped=dict(skipped or {}), skipped_keys=skipped_keys
+    )
 
 
 # An outcome per poll: seconds it takes, and either a Sample builder or an exception to raise.
@@ -230,6 +236,22 @@ async def test_skipped_totals_accumulate_over_polls() -> None:
     status = r.store.get("main")
     assert (status.polls_success, status.polls_error) == (2, 1)
     assert dict(status.skipped_totals) == {"bad_json": 3, "wrong_type": 1}
+
+
+async def test_keys_of_skipped_data_are_logged_at_debug_and_rate_limited() -> None:
+    # Bad data stays in Redis and is skipped on every poll: six keys a poll, every 10 s.
+    keys = tuple(("invalid_job", f"queue:q{index}") for index in range(6))
+    r = rig([ok(0.2, skipped_keys=keys)], max_sleeps=8)
+    with capture_logs() as logs:
+        await run_until_stopped(r)
+    lines = [e for e in logs if e["event"] == "redis_data_skipped"]
+    assert all(e["log_level"] == "debug" for e in lines)
+    # Polls at 0 … 50 s share a minute: 10 lines. From 60 s, 10 more.
+    assert len(lines) == 2 * SKIPPED_KEY_LINES == 20
+    assert [(e["reason"], e["key"]) for e in lines[:6]] == list(keys)
+    # The first line of a new minute says how many the limit held back (polls 2 to 6).
+    assert lines[10]["not_logged_before"] == 6 * 6 - 10
+    assert "not_logged_before" not in lines[11]
 
 
 async def test_now_hint_uses_the_offset_measured_at_the_last_poll() -> None:

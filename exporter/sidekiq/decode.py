@@ -369,45 +369,66 @@ def decode_histogram_bytes(raw: bytes | None) -> tuple[int, ...] | Skip:
 # replies to one of these; what cannot be used is counted in a `Skipped`, never raised.
 
 
-class Skipped(Counter[str]):
-    """Items skipped while decoding one poll's replies, by reason."""
+# The debug log names the keys of the first few items skipped in a poll; the counter counts all.
+MAX_SKIPPED_KEYS = 10
 
-    def error(self, reply: object) -> bool:
+
+class Skipped(Counter[str]):
+    """Items skipped while decoding one poll's replies, by reason; and the Redis keys of the
+    first MAX_SKIPPED_KEYS of them with their reasons (for the debug log, never a value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.examples: list[tuple[str, str]] = []  # (reason, key)
+
+    def add(self, reason: str, key: str = "", count: int = 1) -> None:
+        """Count `count` items skipped for `reason`, read from `key` ("": no key to name)."""
+        self[reason] += count
+        if key and len(self.examples) < MAX_SKIPPED_KEYS:
+            self.examples.append((reason, key))
+
+    def error(self, reply: object, key: str = "") -> bool:
         """True (and counted) when `reply` is an error reply rather than a value."""
         if isinstance(reply, ResponseError):
-            self[WRONG_TYPE if str(reply).startswith("WRONGTYPE") else COMMAND_ERROR] += 1
+            self.add(WRONG_TYPE if str(reply).startswith("WRONGTYPE") else COMMAND_ERROR, key)
             return True
         return False
 
-    def skip(self, item: object) -> bool:
+    def skip(self, item: object, key: str = "") -> bool:
         """True (and counted) when a decoder returned a `Skip`."""
         if isinstance(item, Skip):
-            self[item.reason] += 1
+            self.add(item.reason, key)
             return True
         return False
 
 
-def int_reply(reply: object, skipped: Skipped) -> int:
+def key_of(command: Sequence[object]) -> str:
+    """The key a command reads (its first argument), as text."""
+    key = command[1] if len(command) > 1 else command[0]
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+
+
+def int_reply(reply: object, skipped: Skipped, key: str = "") -> int:
     """An integer reply (or integer text, as `GET` of a counter gives); 0 when absent or bad."""
-    if skipped.error(reply) or reply is None:
+    if skipped.error(reply, key) or reply is None:
         return 0
     if isinstance(reply, int):
         return reply
     value = parse_int(reply) if isinstance(reply, bytes) else None
     if value is None:
-        skipped[COMMAND_ERROR] += 1
+        skipped.add(COMMAND_ERROR, key)
         return 0
     return value
 
 
-def counter_reply(reply: object, skipped: Skipped) -> int | None:
+def counter_reply(reply: object, skipped: Skipped, key: str = "") -> int | None:
     """A counter key's value (`GET stat:processed`): 0 when absent, None when unusable.
 
     A counter is exported as an OpenMetrics counter, which cannot be negative: one negative
     sample makes the parser reject the whole response. So a negative value is skipped like a
     malformed one, and the series is left out rather than shown as 0 (a false reset).
     """
-    if skipped.error(reply):
+    if skipped.error(reply, key):
         return None
     if reply is None:
         return 0
@@ -415,14 +436,14 @@ def counter_reply(reply: object, skipped: Skipped) -> int | None:
         reply if isinstance(reply, int) else parse_int(reply) if isinstance(reply, bytes) else None
     )
     if value is None or value < 0:
-        skipped[INVALID_COUNTER] += 1
+        skipped.add(INVALID_COUNTER, key)
         return None
     return value
 
 
-def members(reply: object, skipped: Skipped) -> list[bytes]:
+def members(reply: object, skipped: Skipped, key: str = "") -> list[bytes]:
     """The members of a set (`SMEMBERS`, one SSCAN page)."""
-    if skipped.error(reply) or not isinstance(reply, list):
+    if skipped.error(reply, key) or not isinstance(reply, list):
         return []
     return [m for m in reply if isinstance(m, bytes)]
 
@@ -433,20 +454,20 @@ def unique_text(raw: Iterable[bytes]) -> list[str]:
     return list(dict.fromkeys(m.decode("utf-8", "replace") for m in raw))
 
 
-def scan_page(reply: object, skipped: Skipped) -> tuple[bytes, list[bytes]]:
+def scan_page(reply: object, skipped: Skipped, key: str = "") -> tuple[bytes, list[bytes]]:
     """(next cursor, members) of an SSCAN reply; cursor b"0" ends the scan."""
-    if skipped.error(reply) or not isinstance(reply, list) or len(reply) != 2:
+    if skipped.error(reply, key) or not isinstance(reply, list) or len(reply) != 2:
         return b"0", []
     cursor, page = reply
-    return (cursor if isinstance(cursor, bytes) else b"0"), members(page, skipped)
+    return (cursor if isinstance(cursor, bytes) else b"0"), members(page, skipped, key)
 
 
-def lowest_score(reply: object, skipped: Skipped) -> float | None:
+def lowest_score(reply: object, skipped: Skipped, key: str = "") -> float | None:
     """Lowest score from `ZRANGE key 0 0 WITHSCORES`.
 
     RESP2 replies `[member, b"score"]`, RESP3 `[[member, score]]`.
     """
-    if skipped.error(reply) or not isinstance(reply, list) or not reply:
+    if skipped.error(reply, key) or not isinstance(reply, list) or not reply:
         return None
     if len(reply) == 1 and isinstance(reply[0], list):
         reply = reply[0]
@@ -463,12 +484,12 @@ def lowest_score(reply: object, skipped: Skipped) -> float | None:
     if value is None:
         return None
     # A due time: a score of -1e308 would be a lag of 1e308 s.
-    return None if skipped.skip(plausible_time(value)) else value
+    return None if skipped.skip(plausible_time(value), key) else value
 
 
-def hash_reply(reply: object, skipped: Skipped) -> dict[bytes, bytes]:
+def hash_reply(reply: object, skipped: Skipped, key: str = "") -> dict[bytes, bytes]:
     """A raw `HGETALL` reply as a dict: RESP2 sends a flat list, RESP3 a map."""
-    if skipped.error(reply):
+    if skipped.error(reply, key):
         return {}
     if isinstance(reply, dict):
         return {k: v for k, v in reply.items() if isinstance(k, bytes) and isinstance(v, bytes)}
@@ -484,14 +505,14 @@ def hash_reply(reply: object, skipped: Skipped) -> dict[bytes, bytes]:
 
 def redis_time(reply: object, skipped: Skipped, fallback: float) -> float:
     """Redis `TIME` ([seconds, microseconds]) as epoch seconds; `fallback` if it failed."""
-    if skipped.error(reply) or not isinstance(reply, list) or len(reply) != 2:
+    if skipped.error(reply, "TIME") or not isinstance(reply, list) or len(reply) != 2:
         return fallback
     seconds, micros = (parse_int(part) for part in reply)
     if seconds is None or micros is None:
         return fallback
     now = plausible_time(seconds + micros / 1_000_000)
     if isinstance(now, Skip):  # a server clock at 1970: ours instead
-        skipped.skip(now)
+        skipped.skip(now, "TIME")  # not a key: the command, for the debug log
         return fallback
     return now
 
@@ -502,8 +523,10 @@ def queues(
     paused: set[str],
     replies: Sequence[object],
     skipped: Skipped,
+    commands: Sequence[Sequence[object]],
 ) -> tuple[list[QueueSample], int]:
-    """The queues section: per name `LLEN`, then `LINDEX -1` for the names in `tails`.
+    """The queues section: per name `LLEN`, then `LINDEX -1` for the names in `tails`;
+    `commands` are the section's (for the keys of what is skipped).
 
     Returns the queues whose tail was read and the total size of all of them.
     """
@@ -514,7 +537,7 @@ def queues(
         # `LLEN` is an int, `LINDEX` a job (bytes) or nil; anything else is checked below.
         size = replies[position]
         if type(size) is not int:
-            size = int_reply(size, skipped)
+            size = int_reply(size, skipped, key_of(commands[position]))
         position += 1
         enqueued += size
         if name not in tails:
@@ -525,65 +548,78 @@ def queues(
         if isinstance(tail, bytes):
             decoded = oldest_job_timestamp(tail)
             if isinstance(decoded, Skip):
-                skipped.skip(decoded)
+                skipped.skip(decoded, key_of(commands[position - 1]))
             else:
                 oldest = decoded
         elif tail is not None:
-            skipped.error(tail)
+            skipped.error(tail, key_of(commands[position - 1]))
         samples.append(QueueSample(name, size, oldest, name in paused))
     return samples, enqueued
 
 
 def processes(
-    identities: Sequence[str], replies: Sequence[object], skipped: Skipped
+    identities: Sequence[str],
+    replies: Sequence[object],
+    skipped: Skipped,
+    commands: Sequence[Sequence[object]],
 ) -> tuple[list[ProcessSample], list[RunningJob]]:
-    """The processes section: per identity its `HMGET` fields, its `:work` and `:workers`."""
+    """The processes section: per identity its `HMGET` fields, its `:work` and `:workers`;
+    `commands` are the section's (for the keys of what is skipped)."""
     samples: list[ProcessSample] = []
     running: list[RunningJob] = []
     triples = iter(replies)
-    for identity, fields, work, workers in zip(identities, triples, triples, triples, strict=True):
-        if skipped.error(fields) or not isinstance(fields, list):
+    for index, (identity, fields, work, workers) in enumerate(
+        zip(identities, triples, triples, triples, strict=True)
+    ):
+        if not isinstance(fields, list):
+            skipped.error(fields, key_of(commands[3 * index]))
             continue
         process = decode_process(identity, fields)
         if not isinstance(process, ProcessSample):
-            skipped.skip(process)  # None: stale member, its hash expired (§5.5)
+            # None: stale member, its hash expired (§5.5)
+            skipped.skip(process, key_of(commands[3 * index]))
             continue
         samples.append(process)
         # 6.4.0–6.4.1 write `<id>:workers`, 6.4.2+ `<id>:work`; a process writes only one.
-        for reply in (work, workers):
-            for value in hash_reply(reply, skipped).values():
+        for offset, reply in ((1, work), (2, workers)):
+            if not reply:
+                continue
+            key = key_of(commands[3 * index + offset])
+            for value in hash_reply(reply, skipped, key).values():
                 job = decode_work_entry(identity, value)
                 if isinstance(job, RunningJob):
                     running.append(job)
                 else:
-                    skipped.skip(job)
+                    skipped.skip(job, key)
     return samples, running
 
 
-def metrics_hash(reply: object, skipped: Skipped) -> dict[str, list[int]] | None:
+def metrics_hash(reply: object, skipped: Skipped, key: str = "") -> dict[str, list[int]] | None:
     """One `j|…` hash (`HGETALL`) as class → [executions, failures, milliseconds]; None when
     the hash is missing or empty (a minute without executions, or nothing Sidekiq wrote)."""
-    fields = hash_reply(reply, skipped)
+    fields = hash_reply(reply, skipped, key)
     if not fields:
         return None
     by_class, malformed = decode_metrics_fields(fields)
     if malformed:
-        skipped[INVALID_METRIC] += malformed
+        skipped.add(INVALID_METRIC, key, malformed)
     return by_class
 
 
-def histogram(reply: object, by_get: bool, skipped: Skipped) -> tuple[int, ...] | None:
+def histogram(
+    reply: object, by_get: bool, skipped: Skipped, key: str = ""
+) -> tuple[int, ...] | None:
     """One histogram, read by `BITFIELD_RO` or (`by_get`) by `GET`; None if unreadable."""
     # None, not zeros, for an unreadable histogram: zeros would make derive see the minute
     # shrink and then count it all again at the next good read.
-    if skipped.error(reply):
+    if skipped.error(reply, key):
         return None
     if by_get:
         result = decode_histogram_bytes(reply if isinstance(reply, bytes) else None)
     else:
         result = decode_histogram_bitfield(reply)
     if isinstance(result, Skip):
-        skipped.skip(result)
+        skipped.skip(result, key)
         return None
     return result
 

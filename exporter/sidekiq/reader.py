@@ -164,6 +164,7 @@ class Reader:
             round_trips=poll.round_trips,
             commands=poll.commands,
             skipped=dict(+poll.skipped),
+            skipped_keys=tuple(poll.skipped.examples),
             enqueued_jobs=second.enqueued_jobs,
             metrics_window_start=int(minutes[-1].timestamp()),
         )
@@ -214,16 +215,22 @@ class Reader:
             now=decode.redis_time(time_reply, skipped, now_hint),
             queue_names=queue_names,
             identities=identities,
-            paused=set(decode.unique_text(decode.members(paused_reply, skipped))),
-            processed=decode.counter_reply(processed, skipped),
-            failed=decode.counter_reply(failed, skipped),
-            dead_size=int_reply(dead, skipped),
-            schedule=(int_reply(scheduled, skipped), lowest_score(scheduled_low, skipped)),
-            retry=(int_reply(retries, skipped), lowest_score(retries_low, skipped)),
+            paused=set(decode.unique_text(decode.members(paused_reply, skipped, keys.paused))),
+            processed=decode.counter_reply(processed, skipped, keys.processed),
+            failed=decode.counter_reply(failed, skipped, keys.failed),
+            dead_size=int_reply(dead, skipped, keys.dead),
+            schedule=(
+                int_reply(scheduled, skipped, keys.schedule),
+                lowest_score(scheduled_low, skipped, keys.schedule),
+            ),
+            retry=(
+                int_reply(retries, skipped, keys.retry),
+                lowest_score(retries_low, skipped, keys.retry),
+            ),
             metrics=[
                 _MetricsHash(key, minute, family, by_class)
                 for (key, minute, family), reply in zip(metric_keys, replies[metrics], strict=True)
-                if (by_class := decode.metrics_hash(reply, skipped)) is not None
+                if (by_class := decode.metrics_hash(reply, skipped, key)) is not None
             ],
         )
 
@@ -233,8 +240,8 @@ class Reader:
         """The `queues` and `processes` members from their first SSCAN pages, and the rest."""
         keys, skipped = self.keys, poll.skipped
         sets = [
-            (keys.queues, *decode.scan_page(replies[0], skipped)),
-            (keys.processes, *decode.scan_page(replies[1], skipped)),
+            (keys.queues, *decode.scan_page(replies[0], skipped, keys.queues)),
+            (keys.processes, *decode.scan_page(replies[1], skipped, keys.processes)),
         ]
         # Continue SSCAN only for a set too large for one reply (more buckets than scan_count).
         while unfinished := [index for index, (_, cursor, _) in enumerate(sets) if cursor != b"0"]:
@@ -245,7 +252,7 @@ class Reader:
             pages = await poll.send(more, cached=False)
             for index, reply in zip(unfinished, pages, strict=True):
                 key, _, members = sets[index]
-                cursor, page = decode.scan_page(reply, skipped)
+                cursor, page = decode.scan_page(reply, skipped, key)
                 sets[index] = (key, cursor, members + page)
         return decode.unique_text(sets[0][2]), decode.unique_text(sets[1][2])
 
@@ -274,11 +281,13 @@ class Reader:
         histograms = plan.section(self._histogram_command(key) for key in histogram_keys)
         replies = await poll.send(plan.commands)
 
-        skipped = poll.skipped
+        skipped, commands = poll.skipped, plan.commands
         queue_samples, enqueued = decode.queues(
-            first.queue_names, tails, first.paused, replies[queues], skipped
+            first.queue_names, tails, first.paused, replies[queues], skipped, commands[queues]
         )
-        process_samples, running = decode.processes(first.identities, replies[processes], skipped)
+        process_samples, running = decode.processes(
+            first.identities, replies[processes], skipped, commands[processes]
+        )
         queue_samples, process_samples, running, limited = self.queues.exported_only(
             first.queue_names, queue_samples, process_samples, running
         )
@@ -296,8 +305,8 @@ class Reader:
         )
         schedule_overdue, retry_overdue = replies[overdue]
         return _Second(
-            schedule_overdue=decode.int_reply(schedule_overdue, skipped),
-            retry_overdue=decode.int_reply(retry_overdue, skipped),
+            schedule_overdue=decode.int_reply(schedule_overdue, skipped, keys.schedule),
+            retry_overdue=decode.int_reply(retry_overdue, skipped, keys.retry),
             queues=tuple(queue_samples),
             enqueued_jobs=enqueued,
             processes=tuple(process_samples),
@@ -338,15 +347,18 @@ class Reader:
                 [self._histogram_command(key) for key in histogram_keys], cached=False
             )
         by_get, skipped = self.histograms_by_get, poll.skipped
-        histograms = iter(replies)
+        histograms = iter(zip(replies, histogram_keys, strict=True))
+
+        def next_histogram() -> tuple[int, ...] | None:
+            reply, key = next(histograms)
+            return decode.histogram(reply, by_get, skipped, key)
+
         return tuple(
             MetricsMinute(
                 hashed.key,
                 int(hashed.minute.timestamp()),
                 tuple(
-                    decode.class_minute(
-                        job_class, counts, decode.histogram(next(histograms), by_get, skipped)
-                    )
+                    decode.class_minute(job_class, counts, next_histogram())
                     for job_class, counts in hashed.by_class.items()
                 ),
             )
