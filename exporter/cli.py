@@ -130,7 +130,12 @@ def build_pollers(
             if settings.collect_processes
             else None
         )
-        reader = Reader(target.key_prefix, metrics_window_minutes=window, queues=queues)
+        reader = Reader(
+            target.key_prefix,
+            metrics_window_minutes=window,
+            queues=queues,
+            max_reply_bytes=settings.poll_max_bytes,
+        )
         pollers.append(
             Poller(
                 target,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
@@ -44,6 +44,31 @@ class Framed:
 
 # An argument is a str (UTF-8), bytes, int or float; a `Framed` may only come last.
 Command = tuple[str | bytes | int | float | Framed, ...]
+
+
+class ReplyTooLarge(RedisConnectionError):
+    """A poll's replies went over its `ReadBudget`: the connection is closed unread."""
+
+
+@dataclass(slots=True)
+class ReadBudget:
+    """The bytes the replies of one poll may take from the socket, all round trips together.
+
+    hiredis has no limit of its own on a reply's size (a server may announce a bulk string of
+    2 GiB and send it): every byte it buffers is counted here as it is read, and the read
+    fails once the budget is spent, so the memory a poll can take is bounded by it rather
+    than by the poll timeout.
+    """
+
+    limit: int
+    spent: int = field(default=0, init=False)
+
+    def spend(self, count: int) -> None:
+        self.spent += count
+        if self.spent > self.limit:
+            raise ReplyTooLarge(
+                f"Redis replies of one poll over the limit of {self.limit} bytes; not read"
+            )
 
 
 def pack_commands(commands: Iterable[Command]) -> bytes:
@@ -102,13 +127,17 @@ class PackCache:
 
 
 async def round_trip(
-    client: Redis, commands: Sequence[Command], packed: bytes | None = None
+    client: Redis,
+    commands: Sequence[Command],
+    packed: bytes | None = None,
+    budget: ReadBudget | None = None,
 ) -> list[object]:
     """Send `commands` in one write and read every reply; error replies come back as values.
 
     Unlike redis-py's `Pipeline`, replies stay raw (bytes, ints, lists), with no per-command
     response callbacks, so the decoders see exactly what Redis sent. `packed`, if given, is
-    `pack_commands(commands)` already done by the caller.
+    `pack_commands(commands)` already done by the caller. `budget` bounds the bytes read
+    (`ReplyTooLarge` beyond it; only on the hiredis path, which is the one the daemon takes).
     """
     if not commands:
         return []
@@ -118,7 +147,7 @@ async def round_trip(
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         await connection.send_packed_command(packed, check_health=False)
-        bulk = await _read_replies_in_bulk(connection, len(commands))
+        bulk = await _read_replies_in_bulk(connection, len(commands), budget)
         if bulk is not None:
             return bulk
         replies: list[object] = []
@@ -137,7 +166,9 @@ async def round_trip(
         await pool.release(connection)
 
 
-async def _read_replies_in_bulk(connection: AbstractConnection, count: int) -> list[object] | None:
+async def _read_replies_in_bulk(
+    connection: AbstractConnection, count: int, budget: ReadBudget | None = None
+) -> list[object] | None:
     """`count` replies straight from the connection's hiredis reader; None without hiredis.
 
     `Connection.read_response` adds ~3 µs per reply (an `asyncio.timeout` context, checks and
@@ -175,6 +206,7 @@ async def _read_replies_in_bulk(connection: AbstractConnection, count: int) -> l
                 if len(replies) == count:
                     return replies
             reply = reader.gets(False)
+        buffered = reader.len()
         try:
             async with asyncio.timeout(timeout):
                 # Reads up to the parser's read size and feeds hiredis; ConnectionError on EOF.
@@ -183,3 +215,6 @@ async def _read_replies_in_bulk(connection: AbstractConnection, count: int) -> l
             raise RedisTimeoutError("Timeout reading from Redis") from None
         except OSError as error:
             raise RedisConnectionError(f"Error while reading from Redis: {error}") from error
+        if budget is not None:
+            # One feed since `buffered` was taken: the growth is exactly the bytes just read.
+            budget.spend(reader.len() - buffered)

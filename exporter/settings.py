@@ -26,10 +26,12 @@ from exporter.targets import (
     validate_target_name,
 )
 from exporter.values import (
+    format_bytes,
     format_duration,
     format_listen_address,
     format_value,
     parse_bool,
+    parse_bytes,
     parse_choice,
     parse_duration,
     parse_limit,
@@ -180,6 +182,15 @@ POLL_TIMEOUT: Final[Flag[float | None]] = Flag(
     "DURATION",
     shown=f"{DEFAULT_TIMEOUT_RATIO:.0%} of the interval",
 )
+POLL_MAX_BYTES: Final = Flag(
+    "poll.max-bytes",
+    "most bytes of Redis replies one poll may read (KiB, MiB, GiB); a poll that would read "
+    "more fails and its connection is closed, so a huge or endless reply cannot take memory",
+    parse_bytes,
+    64 * 1024**2,
+    "SIZE",
+    show=format_bytes,
+)
 LISTEN_ADDRESS: Final = Flag(
     "web.listen-address",
     "address to serve HTTP on: :PORT, HOST:PORT or [IPv6]:PORT",
@@ -289,6 +300,7 @@ FLAGS: Final[tuple[Flag[Any], ...]] = (
     TARGET_NAME,
     POLL_INTERVAL,
     POLL_TIMEOUT,
+    POLL_MAX_BYTES,
     LISTEN_ADDRESS,
     TELEMETRY_PATH,
     LOG_LEVEL,
@@ -338,6 +350,7 @@ class Settings:
     job_classes_deny: re.Pattern[str] | None = None
     processes_max: int = PROCESSES_MAX.default
     label_value_length_max: int = LABEL_VALUE_LENGTH_MAX.default
+    poll_max_bytes: int = POLL_MAX_BYTES.default
 
     @property
     def listen_address(self) -> str:
@@ -472,6 +485,7 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
     join several flags."""
     interval = options[POLL_INTERVAL]
     timeout = _poll_timeout(options, interval)
+    poll_max_bytes = options[POLL_MAX_BYTES]
     host, port = options[LISTEN_ADDRESS]
     telemetry_path = options[TELEMETRY_PATH]
     log_level = options[LOG_LEVEL]
@@ -506,6 +520,7 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
         job_classes_deny=classes_deny,
         processes_max=processes_max,
         label_value_length_max=label_value_length_max,
+        poll_max_bytes=poll_max_bytes,
     )
 
 

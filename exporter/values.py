@@ -87,6 +87,26 @@ def parse_limit(text: str) -> int:
     return int(text)
 
 
+_BYTE_UNITS: Final = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_BYTES_RE: Final = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB)?")
+
+
+def parse_bytes(text: str) -> int:
+    """A positive size in bytes: `1048576`, `512KiB`, `64MiB`, `1GiB`."""
+    match = _BYTES_RE.fullmatch(text.strip())
+    if match is None or int(match[1]) < 1:
+        raise ConfigError(f"invalid size {text!r} (use a whole number of bytes, KiB, MiB or GiB)")
+    return int(match[1]) * _BYTE_UNITS[match[2] or ""]
+
+
+def format_bytes(count: int) -> str:
+    """The inverse of `parse_bytes`, in the largest unit that divides `count`."""
+    for unit in ("GiB", "MiB", "KiB"):
+        if count % _BYTE_UNITS[unit] == 0:
+            return f"{count // _BYTE_UNITS[unit]}{unit}"
+    return str(count)
+
+
 def parse_regex(text: str) -> re.Pattern[str]:
     """A regular expression (Python syntax), matched against whole names."""
     try:

@@ -65,6 +65,9 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         (["--redis.password-file=/nonexistent/secret"], "/nonexistent/secret"),
         (["--web.listen-address=nope"], "missing :PORT"),
         (["--unknown"], "unrecognized arguments"),
+        (["--poll.max-bytes=64MB"], "invalid size"),
+        (["--collect.processes.max=0"], "invalid limit"),
+        (["--collect.label-value-length.max=-1"], "invalid limit"),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import pytest
+from structlog.testing import capture_logs
 
 from exporter.cardinality import QueueSelector
 from exporter.connection import create_redis_client
@@ -357,6 +358,31 @@ async def test_a_denied_queue_costs_no_tail_bytes(redis_server: RedisServer) -> 
     exported, denied = sizes
     assert exported > 10_000_000
     assert denied < 2_000
+
+
+async def test_a_huge_reply_is_refused_at_the_byte_budget(redis_server: RedisServer) -> None:
+    """A server that announces a 2 GiB bulk string and sends it: the poll stops reading at
+    --poll.max-bytes and fails with that reason (not at the poll timeout), and the next poll
+    against a sane server succeeds."""
+    populate(redis_server)
+    with FaultProxy(redis_server.port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        argv = [f"--redis.url={url}", "--poll.interval=10s", "--poll.max-bytes=1MiB"]
+        async with Pipeline.build(argv) as pipeline:
+            assert await pipeline.poll()
+            proxy.mode = "huge"
+            before = proxy.reply_bytes
+            with capture_logs() as logs:
+                assert not await pipeline.poll()
+            (down,) = [e for e in logs if e["event"] == TARGET_DOWN]
+            assert down["error"] == "exporter.resp.ReplyTooLarge"
+            assert "over the limit of 1048576 bytes" in down["message"]
+            # What the proxy got out before the client closed: the budget plus what loopback
+            # socket buffers hold, not the 2 GiB announced.
+            assert proxy.reply_bytes - before < 64 * 1024**2
+            proxy.mode = "forward"
+            assert await pipeline.poll()
+            assert pipeline.scrape().value("sidekiq_up", target="default") == 1
 
 
 def own_fds() -> int:

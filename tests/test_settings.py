@@ -26,9 +26,11 @@ from exporter.settings import (
 )
 from exporter.targets import TargetSettings, build_target
 from exporter.values import (
+    format_bytes,
     format_duration,
     format_listen_address,
     parse_bool,
+    parse_bytes,
     parse_duration,
     parse_listen_address,
 )
@@ -244,6 +246,27 @@ def test_parse_duration_rejects(text: str) -> None:
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
     assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("1", 1),
+        ("1048576", 1024**2),
+        ("512KiB", 512 * 1024),
+        (" 64MiB ", 64 * 1024**2),
+        ("1GiB", 1024**3),
+    ],
+)
+def test_parse_bytes(text: str, count: int) -> None:
+    assert parse_bytes(text) == count
+    assert parse_bytes(format_bytes(count)) == count
+
+
+@pytest.mark.parametrize("text", ["", "0", "0MiB", "-1", "64MB", "1.5MiB", "64 mib", "MiB"])
+def test_parse_bytes_rejects(text: str) -> None:
+    with pytest.raises(ConfigError, match="invalid size"):
+        parse_bytes(text)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("1s", 1.0), ("5m", 300.0), ("1500ms", 1.5)])

@@ -22,7 +22,7 @@ from exporter.model import (
     Sample,
     ScheduledSetSample,
 )
-from exporter.resp import Command, Framed, PackCache, round_trip
+from exporter.resp import Command, Framed, PackCache, ReadBudget, round_trip
 from exporter.sidekiq import decode
 from exporter.sidekiq.keys import KeyNames
 from exporter.sidekiq.metrics_window import MIN_WINDOW_MINUTES, minute_starts, minutes_to_read
@@ -54,11 +54,12 @@ class _Plan:
 class _Poll:
     """One read in progress: its client, the round trips and commands so far, what it skipped."""
 
-    __slots__ = ("client", "commands", "packs", "round_trips", "skipped")
+    __slots__ = ("budget", "client", "commands", "packs", "round_trips", "skipped")
 
-    def __init__(self, client: Redis, packs: PackCache) -> None:
+    def __init__(self, client: Redis, packs: PackCache, max_reply_bytes: int | None) -> None:
         self.client = client
         self.packs = packs
+        self.budget = ReadBudget(max_reply_bytes) if max_reply_bytes is not None else None
         self.round_trips = 0
         self.commands = 0
         self.skipped = decode.Skipped()
@@ -66,7 +67,7 @@ class _Poll:
     async def send(self, commands: list[Command], *, cached: bool = True) -> list[object]:
         """One round trip; `cached` packs through the pack cache (commands that repeat)."""
         packed = self.packs.pack(commands) if cached else None
-        replies = await round_trip(self.client, commands, packed)
+        replies = await round_trip(self.client, commands, packed, self.budget)
         self.round_trips += 1
         self.commands += len(commands)
         return replies
@@ -126,8 +127,11 @@ class Reader:
         scan_count: int = 100_000,
         metrics_window_minutes: int = MIN_WINDOW_MINUTES,
         queues: QueueSelector | None = None,
+        # The bytes one poll's replies may take (None: any); past it the poll fails.
+        max_reply_bytes: int | None = None,
     ) -> None:
         self.keys = KeyNames.for_namespace(key_prefix)
+        self.max_reply_bytes = max_reply_bytes
         self.scan_count = scan_count
         self.metrics_window_minutes = metrics_window_minutes
         self.queues = queues if queues is not None else QueueSelector()
@@ -143,7 +147,7 @@ class Reader:
         (`metrics_window.minutes_to_read`).
         """
         self._packs.next_poll()
-        poll = _Poll(client, self._packs)
+        poll = _Poll(client, self._packs, self.max_reply_bytes)
         count = minutes_to_read(self.metrics_window_minutes, now_hint, since)
         minutes = minute_starts(now_hint, count)
         first = await self._round_trip_1(poll, now_hint, minutes)

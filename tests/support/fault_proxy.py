@@ -5,6 +5,7 @@
         proxy.cut_after(100)                         # reset the connection 100 reply bytes on
         proxy.mode = "loading"                       # answer every command -LOADING ...
         proxy.mode = "blackhole"                     # swallow commands, never answer
+        proxy.mode = "huge"                          # answer a 2 GiB bulk string, sent on and on
         proxy.mode = "forward"                       # back to normal
 
 Knobs may be changed at any time from any thread; they apply to the next chunk of data on
@@ -27,9 +28,10 @@ from typing import Final, Literal, Self
 
 from .resp_proxy import RespCommandParser, command_name
 
-Mode = Literal["forward", "loading", "blackhole"]
+Mode = Literal["forward", "loading", "blackhole", "huge"]
 
 LOADING_REPLY: Final = b"-LOADING Redis is loading the dataset in memory\r\n"
+HUGE_REPLY_HEADER: Final = b"$2147483648\r\n"  # a 2 GiB bulk string: what a hostile server may say
 _CHUNK: Final = 65536
 
 
@@ -207,6 +209,9 @@ class FaultProxy:
             if mode == "loading":
                 writer.write(LOADING_REPLY * len(names))
                 await writer.drain()
+            elif mode == "huge":
+                await self._endless_reply(writer)
+                return
             elif mode == "blackhole":
                 continue
             elif upstream is None:
@@ -214,6 +219,18 @@ class FaultProxy:
             else:
                 upstream[1].write(data)
                 await upstream[1].drain()
+
+    async def _endless_reply(self, writer: asyncio.StreamWriter) -> None:
+        """The header of a 2 GiB bulk string, then zeros as fast as the client reads them, until
+        it closes the connection (or 2 GiB are sent)."""
+        writer.write(HUGE_REPLY_HEADER)
+        chunk = bytes(_CHUNK)
+        with contextlib.suppress(OSError):
+            for _ in range(2**31 // _CHUNK):
+                writer.write(chunk)
+                await writer.drain()
+                with self._lock:
+                    self._reply_bytes += _CHUNK
 
     async def _server_to_client(
         self, upstream: asyncio.StreamReader, writer: asyncio.StreamWriter
