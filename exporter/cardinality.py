@@ -62,6 +62,11 @@ class _Selector:
         if self.limit is not None and self.limit < 0:
             raise ValueError("limit must be at least 0")
 
+    @property
+    def exported(self) -> frozenset[str]:
+        """The names the last `select` kept."""
+        return self._exported
+
     def permitted(self, name: str) -> bool:
         """True unless the allow/deny regexes (full match) exclude `name`."""
         if self.allow is not None and self.allow.fullmatch(name) is None:
@@ -126,11 +131,6 @@ class _Selector:
 @dataclass(eq=False)
 class QueueSelector(_Selector):
     """Picks the queues one target exports; call `select` once per poll."""
-
-    @property
-    def exported(self) -> frozenset[str]:
-        """The names the last `select` kept."""
-        return self._exported
 
     def plan(self, queue_set: Sequence[str]) -> frozenset[str]:
         """The names of the `queues` set that `select(queue_set, …)` will keep, whatever the
@@ -247,11 +247,6 @@ class JobClassSelector(_Selector):
     idle_seconds: float = 300.0
     # class -> Redis time it was last present, for every exported class
     _last_seen: dict[str, float] = field(default_factory=dict, init=False, repr=False)
-
-    @property
-    def exported(self) -> frozenset[str]:
-        """The classes the last `select` kept."""
-        return self._exported
 
     def select(self, present: Iterable[str], now: float) -> tuple[frozenset[str], Skips, set[str]]:
         """(classes to export, what was skipped by reason, classes that lost their slot) for
