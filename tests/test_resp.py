@@ -11,12 +11,13 @@ from unittest import mock
 import pytest
 import redis
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from exporter import resp
 from exporter.connection import create_redis_client
-from exporter.resp import round_trip
+from exporter.resp import ReadBudget, ReplyTooLarge, round_trip
 from exporter.targets import TargetSettings
 from tests.support.redis_server import RedisServer
 
@@ -120,3 +121,13 @@ async def test_socket_timeout_applies_to_the_bulk_read(server: RedisServer) -> N
         assert await round_trip(client, [("PING",)]) == [b"PONG"]
     finally:
         await client.aclose()
+
+
+def test_read_budget_spans_the_round_trips_of_a_poll() -> None:
+    budget = ReadBudget(100)
+    budget.spend(60)  # round trip 1
+    budget.spend(40)  # round trip 2: exactly the limit is fine
+    with pytest.raises(ReplyTooLarge, match="over the limit of 100 bytes"):
+        budget.spend(1)
+    # A connection error to the poller: the poll fails like any lost connection.
+    assert issubclass(ReplyTooLarge, RedisConnectionError)
