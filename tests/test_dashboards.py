@@ -31,11 +31,11 @@ from exporter.demo.layout import V7, SidekiqWriter
 from exporter.demo.simulation import Simulation
 from monitoring import dashboards, grafana, rules
 from tests.support.exporter_process import ExporterProcess
+from tests.support.node import NODE_MODULES, node
 from tests.support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_TOOLS = REPO / ".cache" / "node-tools" / "node_modules"
-GRAFANA_TYPES = NODE_TOOLS / "@grafana" / "schema" / "dist" / "types" / "raw" / "dashboard" / "x"
+GRAFANA_TYPES = NODE_MODULES / "@grafana" / "schema" / "dist" / "types" / "raw" / "dashboard" / "x"
 SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
 MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 RATE_CALL = re.compile(r"\b(rate|increase|irate)\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")
@@ -51,13 +51,11 @@ def rendered() -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def grafana_schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Grafana's classic dashboard model as a JSON Schema, generated from @grafana/schema."""
-    generator = NODE_TOOLS / "ts-json-schema-generator" / "bin" / "ts-json-schema-generator.js"
+    generator = NODE_MODULES / "ts-json-schema-generator" / "bin" / "ts-json-schema-generator.js"
     types = GRAFANA_TYPES / "types.gen.d.ts"
-    if not generator.is_file() or not types.is_file():
-        pytest.fail("npm test tools missing: run scripts/setup-test-services.sh", pytrace=False)
     out = tmp_path_factory.mktemp("schema") / "dashboard.schema.json"
     subprocess.run(
-        ["node", str(generator), "--path", str(types), "--type", "Dashboard",
+        [node(), str(generator), "--path", str(types), "--type", "Dashboard",
          "--no-type-check", "--out", str(out)],
         check=True, timeout=120, capture_output=True,
     )  # fmt: skip
