@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitoring import rules
+from monitoring import prometheusrule, rules
 from monitoring.__main__ import main as generate
 from monitoring.__main__ import outputs
 from monitoring.config import Config
@@ -86,6 +86,8 @@ def test_generator_overrides_the_links(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "dashboards").iterdir()) == sorted(
         p.name for p in (REPO / "dashboards").iterdir()
     )
+    resource = yaml.safe_load((tmp_path / prometheusrule.PROMETHEUS_RULE_FILE).read_text())
+    assert resource["spec"]["groups"] == yaml.safe_load(text)["groups"]
 
 
 def test_runbook_links_derive_from_the_project_homepage() -> None:
