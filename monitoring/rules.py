@@ -146,12 +146,32 @@ def _burn_expr(burns: tuple[tuple[str, str, float], ...]) -> str:
 
 
 def _burn_description(burns: tuple[tuple[str, str, float], ...]) -> str:
-    pairs = " or ".join(f"{rate:g}x over {long} and {short}" for long, short, rate in burns)
+    # $value: the failure ratio over the long window of the first pair that holds.
+    pairs = ", or ".join(f"above {rate:g} over {long} and {short}" for long, short, rate in burns)
     return (
-        "{{ $labels.class }} on {{ $labels.target }} fails "
-        "{{ $value | humanizePercentage }} of its executions, burning its "
-        f"{FAILURE_BUDGET:.0%} failure budget at {pairs}."
+        "Job class {{ $labels.class }} on {{ $labels.target }} fails "
+        "{{ $value | humanizePercentage }} of its executions against a failure budget of "
+        f"{FAILURE_BUDGET:.0%}: burn rate {pairs}."
     )
+
+
+def _queue_duration(metric: str) -> str:
+    """Template text: the alert's queue's `metric` at evaluation time, as a duration.
+
+    For descriptions that need a second number besides `$value` (the oldest job's wait and the
+    SLA next to a ratio); `?` if the series is gone.
+    """
+    labels = ("job", "instance", "target", "queue")
+    matchers = ", ".join(f"{label}=%q" for label in labels)
+    args = " ".join(f"$labels.{label}" for label in labels)
+    return (
+        f"{{{{ with printf `{metric}{{{matchers}}}` {args} | query }}}}"
+        "{{ . | first | value | humanizeDuration }}{{ else }}?{{ end }}"
+    )
+
+
+OLDEST_WAIT = _queue_duration("sidekiq_queue_latency_seconds")
+SLA = _queue_duration("sidekiq_queue_sla_seconds")
 
 
 JOB_CLASS_RECORDS = tuple(
@@ -194,9 +214,10 @@ def groups(config: Config) -> tuple[Group, ...]:
                     severity="critical",
                     summary="A Sidekiq queue's oldest job has waited longer than the queue's SLA.",
                     description=(
-                        "Queue {{ $labels.queue }} on {{ $labels.target }} has been above its "
-                        "SLA for 5 minutes: its oldest job has waited at least "
-                        "{{ $value | humanizePercentage }} of the SLA throughout the last 2."
+                        "Queue {{ $labels.queue }} on {{ $labels.target }}: the oldest job has "
+                        f"waited {OLDEST_WAIT}, past the SLA of {SLA}. Over the SLA for 5 "
+                        "minutes (at least {{ $value | humanizePercentage }} of it throughout "
+                        "the last 2)."
                     ),
                     dashboard=QUEUES,
                 ),
@@ -208,9 +229,10 @@ def groups(config: Config) -> tuple[Group, ...]:
                     severity="warning",
                     summary="A Sidekiq queue's latency is close to the queue's SLA.",
                     description=(
-                        "Queue {{ $labels.queue }} on {{ $labels.target }} has waited more than "
-                        f"{SLA_WARNING_FRACTION:.0%} of its SLA for 10 minutes (at least "
-                        "{{ $value | humanizePercentage }} throughout the last 5)."
+                        "Queue {{ $labels.queue }} on {{ $labels.target }}: the oldest job has "
+                        f"waited {OLDEST_WAIT}, against an SLA of {SLA}. Over "
+                        f"{SLA_WARNING_FRACTION:.0%} of the SLA for 10 minutes (at least "
+                        "{{ $value | humanizePercentage }} of it throughout the last 5)."
                     ),
                     dashboard=QUEUES,
                 ),
@@ -229,7 +251,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     summary="Jobs wait in a Sidekiq queue that no live process listens to.",
                     description=(
                         "Queue {{ $labels.queue }} on {{ $labels.target }} has held at least "
-                        "{{ $value }} jobs for 10 minutes and no live Sidekiq process serves it."
+                        "{{ $value }} jobs for 10 minutes and no live Sidekiq process listens to "
+                        f"it; the oldest has waited {OLDEST_WAIT}."
                     ),
                     dashboard=QUEUES,
                 ),
@@ -252,8 +275,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     summary="A served Sidekiq queue holds jobs but none of them runs.",
                     description=(
                         "Queue {{ $labels.queue }} on {{ $labels.target }} has held at least "
-                        "{{ $value }} jobs for 15 minutes while live processes listen to it, and "
-                        "none of its jobs was running at any sample."
+                        "{{ $value }} jobs for 15 minutes and none of them ran, although live "
+                        f"processes listen to it; the oldest has waited {OLDEST_WAIT}."
                     ),
                     dashboard=QUEUES,
                 ),
@@ -285,8 +308,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     severity="critical",
                     summary="No Sidekiq process is alive.",
                     description=(
-                        "{{ $labels.target }} has had no live Sidekiq process for 7 minutes: "
-                        "no job runs."
+                        "Target {{ $labels.target }} has had no live Sidekiq process for 7 "
+                        "minutes: no job of any queue runs."
                     ),
                     dashboard=OVERVIEW,
                 ),
@@ -374,7 +397,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     description=(
                         "A {{ $labels.class }} job on queue {{ $labels.queue }} of "
                         "{{ $labels.target }} has been running for more than "
-                        "{{ $value | humanizeDuration }}."
+                        "{{ $value | humanizeDuration }} (limit outside queues for long jobs: "
+                        f"{LONG_JOB_SECONDS // 60} minutes)."
                     ),
                     dashboard=PROCESSES,
                 ),
@@ -419,9 +443,9 @@ def groups(config: Config) -> tuple[Group, ...]:
                     severity="critical",
                     summary="The exporter cannot read Sidekiq's Redis, or its data is stale.",
                     description=(
-                        "sidekiq_up has been 0 for 5 minutes for {{ $labels.target }} on "
-                        "{{ $labels.instance }}: polls of its Redis fail or take too long, and "
-                        "its queues are not watched."
+                        "The exporter at {{ $labels.instance }} has had no fresh data from the "
+                        "Redis of target {{ $labels.target }} for 5 minutes (sidekiq_up 0): its "
+                        "polls fail or time out, and no queue there is watched."
                     ),
                     dashboard=OVERVIEW,
                 ),

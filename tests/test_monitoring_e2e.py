@@ -291,7 +291,14 @@ def test_sla_alert_fires_on_both_versions_with_its_labels_and_annotations(run: S
         assert labels["job"] == "sidekiq-exporter"
         assert annotations["runbook_url"].endswith("/docs/runbooks.md#sidekiqqueuelatencyoversla")
         assert f"var-queue={QUEUE}" in annotations["dashboard_url"]
-        assert annotations["description"].startswith(f"Queue {QUEUE} on default has been above")
+        # The wait and the SLA, read by the description's own queries, as durations.
+        description = re.match(
+            rf"Queue {QUEUE} on default: the oldest job has waited ([0-9.]+)s, past the SLA of "
+            r"2s\. Over the SLA for 5 minutes \(at least [0-9.]+% of it throughout the last 2\)\.$",
+            annotations["description"],
+        )
+        assert description, annotations["description"]
+        assert float(description[1]) > 2
 
 
 def test_alertmanager_delivers_to_paging_grouped_by_queue_then_resolves(run: StackRun) -> None:
