@@ -27,9 +27,6 @@ KUBERNETES_VALIDATE = REPO_ROOT / ".venv" / "bin" / "kubernetes-validate"
 # API groups of the custom resources in deploy/ (their schemas: CRD_SCHEMAS).
 CUSTOM_API_GROUPS = frozenset({"monitoring.coreos.com", "keda.sh"})
 
-# The recording rule the autoscaling recipe scales on (alerts/): latency ÷ SLA per queue.
-LATENCY_OVER_SLA_RULE = "target_queue:sidekiq_queue_latency_over_sla:ratio"
-
 
 @dataclass(frozen=True)
 class Manifest:
@@ -110,8 +107,8 @@ def image_repository() -> str:
 def scaledobject_queries(path: Path = DEPLOY / "keda" / "scaledobject.yaml") -> dict[str, str]:
     """{queue: PromQL} of the ScaledObject's prometheus triggers, one per queue.
 
-    Each query selects one queue of the recording rule by an exact `queue="..."` matcher; a
-    later end-to-end test evaluates them on a real Prometheus.
+    Each query selects one queue of the recording rule by an exact `queue="..."` matcher;
+    tests/test_monitoring_e2e.py evaluates them on real Prometheus 2 and 3.
     """
     (scaled,) = [m.doc for m in manifests(path.parent) if m.kind == "ScaledObject"]
     queries: dict[str, str] = {}
