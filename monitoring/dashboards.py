@@ -116,7 +116,7 @@ QUEUE_UTILISATION_PANEL = Panel(
 
 OVERVIEW = Dashboard(
     uid=rules.OVERVIEW.uid,
-    title="Sidekiq / Overview",
+    title=rules.OVERVIEW.title,
     description="Sidekiq at a glance: throughput, backlog, latency against SLA, capacity, "
     "retries and dead jobs, the scheduler and the exporter itself.",
     tags=("sidekiq", "sidekiq-exporter"),
@@ -287,7 +287,7 @@ OVERVIEW = Dashboard(
                 Panel(
                     "Retry, dead and scheduled sets",
                     "Jobs waiting for a retry, jobs out of retries (the dead set, capped at "
-                    "10,000 by default) and jobs scheduled for later.",
+                    f"{rules.DEAD_SET_CAP:,} by default) and jobs scheduled for later.",
                     "short",
                     (
                         Query(f"sum by (target) ({sel('sidekiq_retry_jobs')})", "{{target}} retry"),
@@ -364,7 +364,7 @@ OVERVIEW = Dashboard(
 
 QUEUES = Dashboard(
     uid=rules.QUEUES.uid,
-    title="Sidekiq / Queues",
+    title=rules.QUEUES.title,
     description="Per-queue drill-down: backlog, latency against SLA, time in breach, the "
     "threads that serve each queue and what runs on them.",
     tags=("sidekiq", "sidekiq-exporter"),
@@ -540,7 +540,7 @@ DURATION_QUANTILE_PANELS = tuple(
 
 JOB_CLASSES = Dashboard(
     uid=rules.JOB_CLASSES.uid,
-    title="Sidekiq / Job classes",
+    title=rules.JOB_CLASSES.title,
     description="Per-class executions, failures and durations from Sidekiq's own per-minute "
     "metrics (Sidekiq 7+), and where the workers' time goes.",
     tags=("sidekiq", "sidekiq-exporter"),
@@ -695,7 +695,7 @@ _THREADS_NEEDED = (
 
 PROCESSES = Dashboard(
     uid=rules.PROCESSES.uid,
-    title="Sidekiq / Processes and capacity",
+    title=rules.PROCESSES.title,
     description="Each Sidekiq process (busy threads, memory, heartbeat, Redis round trip), "
     "utilisation and long-running jobs per queue, and a capacity estimate from Little's law.",
     tags=("sidekiq", "sidekiq-exporter"),

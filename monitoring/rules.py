@@ -20,8 +20,9 @@ every queue. To add an alert: one `Alert(...)` below, a promtool test
 
 from __future__ import annotations
 
+import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from monitoring import yaml_text
@@ -72,23 +73,33 @@ class Record:
 
 
 @dataclass(frozen=True)
-class Dashboard:
-    """Where an alert's `dashboard_url` points, and which of its labels become variables."""
+class DashboardLink:
+    """A dashboard an alert's `dashboard_url` points to, and which of its labels become variables.
+
+    monitoring.dashboards takes each dashboard's uid and title from here.
+    """
 
     uid: str
-    slug: str
+    title: str
     variables: tuple[str, ...]
 
+    @property
+    def slug(self) -> str:
+        """The URL slug Grafana derives from the title."""
+        return re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-")
 
-OVERVIEW = Dashboard("sidekiq-overview", "sidekiq-overview", ("job", "instance", "target"))
-QUEUES = Dashboard("sidekiq-queues", "sidekiq-queues", ("job", "instance", "target", "queue"))
-JOB_CLASSES = Dashboard(
-    "sidekiq-job-classes", "sidekiq-job-classes", ("job", "instance", "target", "class")
+
+OVERVIEW = DashboardLink("sidekiq-overview", "Sidekiq / Overview", ("job", "instance", "target"))
+QUEUES = DashboardLink("sidekiq-queues", "Sidekiq / Queues", ("job", "instance", "target", "queue"))
+JOB_CLASSES = DashboardLink(
+    "sidekiq-job-classes", "Sidekiq / Job classes", ("job", "instance", "target", "class")
 )
-PROCESSES = Dashboard("sidekiq-processes", "sidekiq-processes", ("job", "instance", "target"))
+PROCESSES = DashboardLink(
+    "sidekiq-processes", "Sidekiq / Processes and capacity", ("job", "instance", "target")
+)
 # The alerts on the monitoring path have no `target` (and `absent()` no `instance`) label.
-OVERVIEW_BY_INSTANCE = Dashboard(OVERVIEW.uid, OVERVIEW.slug, ("job", "instance"))
-OVERVIEW_BY_JOB = Dashboard(OVERVIEW.uid, OVERVIEW.slug, ("job",))
+OVERVIEW_BY_INSTANCE = replace(OVERVIEW, variables=("job", "instance"))
+OVERVIEW_BY_JOB = replace(OVERVIEW, variables=("job",))
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,7 @@ class Alert:
     severity: str
     summary: str
     description: str
-    dashboard: Dashboard
+    dashboard: DashboardLink
     labels: tuple[tuple[str, str], ...] = ()
 
     def rule(self, config: Config) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import yaml
 from exporter.demo.layout import V7, SidekiqWriter
 from exporter.demo.simulation import Simulation
 from monitoring import dashboards, grafana, rules
+from monitoring.config import Config
 from tests.support.exporter_process import ExporterProcess
 from tests.support.node import NODE_MODULES, node
 from tests.support.redis_server import RedisServer
@@ -213,3 +214,16 @@ def test_rate_and_quantiles_only_read_counters_and_histograms(real_metrics: str)
     # And the check bites: a gauge under rate() is refused.
     assert types["sidekiq_queue_enqueued_jobs"] == "gauge"
     assert not is_counter_or_histogram("sidekiq_queue_enqueued_jobs", types)
+
+
+def test_alert_links_point_at_the_dashboards_by_uid_and_grafanas_slug() -> None:
+    links = {rules.OVERVIEW, rules.QUEUES, rules.JOB_CLASSES, rules.PROCESSES}
+    by_uid = rendered()
+    assert {link.uid for link in links} == set(by_uid)
+    for link in links:
+        assert by_uid[link.uid]["title"] == link.title
+    # Grafana's slug of a title: lower case, each run of other characters one dash.
+    assert rules.PROCESSES.slug == "sidekiq-processes-and-capacity"
+    assert rules.JOB_CLASSES.slug == "sidekiq-job-classes"
+    used = {r.dashboard for r in rules.alerts(Config.default())}
+    assert {(link.uid, link.title) for link in used} <= {(link.uid, link.title) for link in links}
