@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from exporter.settings import LISTEN_ADDRESS
 from tests.support.container import (
     INSTALL_HINT,
     REPO_ROOT,
@@ -76,6 +77,14 @@ def test_dockerfile_labels_match_pyproject() -> None:
     assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]
 
 
+def test_dockerfile_port_is_the_exporters_default() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    exposed = re.findall(r"^EXPOSE (.+)$", text, flags=re.MULTILINE)
+    assert exposed == [str(LISTEN_ADDRESS.default[1])]
+    # The HEALTHCHECK's address: the exporter's, from its variable or its default.
+    assert f"'{LISTEN_ADDRESS.env}', '{LISTEN_ADDRESS.default_text}'" in text
+
+
 @pytest.fixture(scope="module")
 def image() -> Iterator[BuiltImage]:
     if missing := missing_tools():
@@ -91,7 +100,7 @@ def test_image_follows_the_container_conventions(image: BuiltImage) -> None:
     assert int(uid) != 0
     assert config["Entrypoint"] == ["/opt/sidekiq-exporter/bin/sidekiq-exporter"]  # exec form
     assert image_environment(config)["PYTHONUNBUFFERED"] == "1"
-    assert "8743/tcp" in config["ExposedPorts"]
+    assert f"{LISTEN_ADDRESS.default[1]}/tcp" in config["ExposedPorts"]
     test = image.info["Healthcheck"]["Test"]
     assert test[0] == "CMD", test
     assert test[1].endswith("/python"), test  # Python, no curl in the image

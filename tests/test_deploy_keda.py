@@ -53,6 +53,15 @@ def test_one_prometheus_trigger_per_queue_on_the_latency_over_sla_rule() -> None
     assert len(set(names)) == len(names)
 
 
+def test_the_queries_select_the_target_of_the_shipped_exporter_config() -> None:
+    configmap = only(manifests(DEPLOY / "kubernetes"), "ConfigMap")
+    config = yaml.safe_load(configmap["data"]["config.yml"])
+    targets = {target["name"] for target in config["targets"]}
+    for query in scaledobject_queries().values():
+        (target,) = re.findall(r'\btarget="([^"]+)"', query)
+        assert target in targets, (target, targets)
+
+
 def test_every_recording_rule_the_queries_read_is_in_the_rule_file() -> None:
     shipped = yaml.safe_load((REPO_ROOT / rules.RULE_FILE).read_text(encoding="utf-8"))
     records = {r["record"] for g in shipped["groups"] for r in g["rules"] if "record" in r}

@@ -10,7 +10,9 @@ import pytest
 import redis
 import yaml
 
+from exporter.settings import LISTEN_ADDRESS
 from monitoring import prometheusrule, rules
+from monitoring.config import DEFAULT_EXPORTER_JOB
 from tests.support.deploy import (
     DEPLOY,
     REPO_ROOT,
@@ -116,7 +118,7 @@ def test_probes_service_and_servicemonitor_meet_on_the_named_port() -> None:
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     (port,) = container["ports"]
-    assert port["containerPort"] == 8743
+    assert port["containerPort"] == LISTEN_ADDRESS.default[1]  # the exporter's default
     assert port["name"] == "http-metrics"
     assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": port["name"]}
     assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": port["name"]}
@@ -127,12 +129,21 @@ def test_probes_service_and_servicemonitor_meet_on_the_named_port() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     (service_port,) = service["spec"]["ports"]
     assert service_port["targetPort"] == port["name"]
+    assert service_port["port"] == port["containerPort"]
 
     monitor = only(FOUND, "ServiceMonitor")
     service_labels = {**service["metadata"].get("labels", {}), **_kustomize_labels()}
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service_port["name"]]
     assert [e["path"] for e in monitor["spec"]["endpoints"]] == ["/metrics"]
+
+
+def test_the_service_name_is_the_scrape_job_the_alerts_watch() -> None:
+    # The Prometheus Operator names a ServiceMonitor's job after the Service (unless jobLabel
+    # says otherwise); SidekiqExporterDown and SidekiqExporterAbsent select that job.
+    monitor = only(FOUND, "ServiceMonitor")
+    assert "jobLabel" not in monitor["spec"]
+    assert only(FOUND, "Service")["metadata"]["name"] == DEFAULT_EXPORTER_JOB
 
 
 def _kustomize_labels() -> dict[str, str]:
