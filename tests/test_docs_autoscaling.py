@@ -95,3 +95,9 @@ def test_thresholds_leave_the_reaction_time_and_start_up_within_the_sla() -> Non
         assert sla is not None, queue
         room = round(1 - (average + POD_START_UP) / sla[0], 2)
         assert threshold == min(MAX_THRESHOLD, room), (queue, threshold, room)
+
+
+def test_the_query_shown_is_a_shipped_one() -> None:
+    shown = re.findall(r"```promql\n(.+?)\n```", _section("The recipe"), flags=re.DOTALL)
+    assert shown
+    assert set(shown) <= set(scaledobject_queries().values())
