@@ -1,7 +1,8 @@
 """Every rule that limits series: allow/deny regexes and a cap per kind, with stable ranking.
 
-One selector per kind (`QueueSelector`, `JobClassSelector`), each keeping its target's state
-between polls; no I/O. Which names are kept, and why in that order: docs/architecture.md.
+One selector per kind (`QueueSelector`, `JobClassSelector`, `CronJobSelector`), each keeping
+its target's state between polls; no I/O. Which names are kept, and why in that order:
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Final
 
-from exporter.logs import JOB_CLASS_LIMIT_REACHED, QUEUE_LIMIT_REACHED, get_logger
+from exporter.logs import (
+    CRON_JOB_LIMIT_REACHED,
+    JOB_CLASS_LIMIT_REACHED,
+    QUEUE_LIMIT_REACHED,
+    get_logger,
+)
 from exporter.model import ProcessSample, QueueSample, RunningJob
 
 log = get_logger(__name__)
@@ -19,6 +25,7 @@ log = get_logger(__name__)
 # Skip reasons: values of `sidekiq_exporter_skipped_items_total{reason}`.
 QUEUE_LIMIT: Final = "queue_limit"  # a queue beyond --collect.queues.max
 CLASS_LIMIT: Final = "class_limit"  # a job class beyond --collect.job-classes.max
+CRON_LIMIT: Final = "cron_limit"  # a sidekiq-cron job (or namespace) beyond --collect.cron.max
 
 
 @dataclass(eq=False)
@@ -146,3 +153,44 @@ class JobClassSelector(_Selector):
             return False
         self._admitted[job_class] = None
         return True
+
+
+@dataclass(eq=False)
+class CronJobSelector(_Selector):
+    """Picks the sidekiq-cron jobs one target reads and exports, by (namespace, name): allow/deny
+    on the job name, then up to `limit`, those exported last time first, then in order."""
+
+    _exported: frozenset[tuple[str, str]] = field(default=frozenset(), init=False, repr=False)
+
+    def sets(self, namespaces: Sequence[str]) -> tuple[list[str], int]:
+        """The namespaces whose sets are read, in order, and how many the limit left out.
+
+        At most `limit`: Redis deletes an empty set, so each one holds a job at least, and more
+        sets than the limit cannot all have a job exported.
+        """
+        if self.limit is None or len(namespaces) <= self.limit:
+            return list(namespaces), 0
+        return list(namespaces[: self.limit]), len(namespaces) - self.limit
+
+    def select(
+        self, jobs: Sequence[tuple[str, str]], unread: int = 0
+    ) -> tuple[list[tuple[str, str]], int]:
+        """(jobs to read, how many the limit dropped) for one poll; `unread` are jobs already
+        dropped, left unread in sets or namespaces too large to read (counted, and warned of)."""
+        permitted = [job for job in dict.fromkeys(jobs) if self.permitted(job[1])]
+        dropped = unread
+        if self.limit is not None and len(permitted) > self.limit:
+            previous = self._exported
+            permitted = sorted(permitted, key=lambda job: (job not in previous, job))
+            dropped += len(permitted) - self.limit
+            permitted = permitted[: self.limit]
+        self._exported = frozenset(permitted)
+        if dropped:
+            self._limit_reached(
+                CRON_JOB_LIMIT_REACHED,
+                dropped=dropped,
+                reason="more sidekiq-cron jobs than --collect.cron.max; the rest are not "
+                "exported and are counted in "
+                'sidekiq_exporter_skipped_items_total{reason="cron_limit"}',
+            )
+        return permitted, dropped

@@ -1,26 +1,32 @@
 """State between polls: turns one target's Samples into Snapshots.
 
 Owns the per-class counters rebuilt from Sidekiq's per-minute buckets (growth only, the first
-poll a baseline) and the time each queue spent over its SLA. Touches no Redis; the reasoning
-is in docs/architecture.md and docs/job-metrics.md.
+poll a baseline), the time each queue spent over its SLA, and when each sidekiq-cron job is
+next expected (on Redis TIME, from its cron line, its last enqueue and when it was seen
+enabled). Touches no Redis; the reasoning is in docs/architecture.md, docs/job-metrics.md
+and docs/cron.md.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.cardinality import CLASS_LIMIT, JobClassSelector
-from exporter.logs import JOB_METRICS_UNAVAILABLE, get_logger
+from exporter.logs import CRON_LINE_UNPARSEABLE, JOB_METRICS_UNAVAILABLE, get_logger
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     NO_SLA,
     ClassMinute,
+    CronJobSample,
+    CronJobSchedule,
     JobClassTotals,
     QueueSla,
     Sample,
     Snapshot,
 )
+from exporter.sidekiq.cron_schedule import UNPARSEABLE_CRON, parse_cron_line
 from exporter.sidekiq.metrics_window import MIN_WINDOW_MINUTES, window_start
 
 log = get_logger(__name__)
@@ -79,6 +85,14 @@ class Deriver:
         self._previous_redis_time: float | None = None
         self._breach_seconds: dict[str, float] = {}
         self._slas: dict[str, QueueSla] = {}
+        # (namespace, name) of each cron job enabled at the last poll -> (Redis time it was first
+        # seen enabled, whether that was the exporter's first poll).
+        self._cron_enabled_since: dict[tuple[str, str], tuple[float, bool]] = {}
+        # (namespace, name) -> (cron line, reference time, next tick): a tick is computed again
+        # only when the job enqueues or its line changes.
+        self._cron_ticks: dict[tuple[str, str], tuple[str, float, float | None]] = {}
+        self._cron_baseline_taken = False
+        self._unparseable_logged = False
 
     def __call__(self, sample: Sample) -> Snapshot:
         """Fold one sample into the state and return the snapshot to publish."""
@@ -90,6 +104,11 @@ class Deriver:
         queue_slas = {q.name: known.get(q.name) or resolve(q.name) for q in sample.queues}
         self._slas = queue_slas  # resolved once per queue name while the queue exists
         self._accumulate_breach(sample, queue_slas)
+        skipped: Counter[str] = Counter()
+        # One per class dropped in this poll, however many minutes and series it had.
+        if dropped:
+            skipped[CLASS_LIMIT] = len(dropped)
+        cron_jobs = self._cron_schedules(sample, skipped)
         return Snapshot(
             target=self.target,
             sample=sample,
@@ -98,8 +117,8 @@ class Deriver:
             queue_slas=queue_slas,
             sla_breach_seconds=dict(self._breach_seconds),
             running_jobs=running,
-            # One per class dropped in this poll, however many minutes and series it had.
-            skipped={CLASS_LIMIT: len(dropped)} if dropped else {},
+            skipped=dict(skipped),
+            cron_jobs=cron_jobs,
         )
 
     def _accumulate_job_metrics(self, sample: Sample, dropped: set[str]) -> None:
@@ -191,3 +210,51 @@ class Deriver:
                 total += min(elapsed, over)
             breach[queue.name] = total
         self._breach_seconds = breach
+
+    def _cron_schedules(self, sample: Sample, skipped: Counter[str]) -> tuple[CronJobSchedule, ...]:
+        """Each cron job with its next expected tick: the first tick of its cron line after its
+        last enqueue, or after it was seen enabled if that is later (a job enabled again fires
+        at its next tick, not at the ones it missed while disabled, and one that never fired
+        is expected at the first tick after it was seen)."""
+        now, baseline = sample.redis_time, not self._cron_baseline_taken
+        self._cron_baseline_taken = True
+        previous_since, previous_ticks = self._cron_enabled_since, self._cron_ticks
+        enabled_since: dict[tuple[str, str], tuple[float, bool]] = {}
+        ticks: dict[tuple[str, str], tuple[str, float, float | None]] = {}
+        schedules = []
+        for job in sample.cron_jobs or ():
+            key = (job.namespace, job.name)
+            if not job.enabled:
+                schedules.append(CronJobSchedule(job, None))
+                continue
+            since, at_start = enabled_since[key] = previous_since.get(key, (now, baseline))
+            # Enabled before the exporter's first poll: its last enqueue is all that is known.
+            last = job.last_enqueue_timestamp
+            reference = since if last is None else last if at_start else max(last, since)
+            cached = previous_ticks.get(key)
+            if cached is not None and cached[0] == job.cron and cached[1] == reference:
+                tick = cached[2]
+            else:
+                schedule = parse_cron_line(job.cron)
+                tick = schedule.next_after(reference) if schedule is not None else None
+            ticks[key] = (job.cron, reference, tick)
+            if tick is None:
+                skipped[UNPARSEABLE_CRON] += 1
+                self._unparseable(job)
+            schedules.append(CronJobSchedule(job, tick))
+        self._cron_enabled_since, self._cron_ticks = enabled_since, ticks
+        return tuple(sorted(schedules, key=lambda s: (s.job.namespace, s.job.name)))
+
+    def _unparseable(self, job: CronJobSample) -> None:
+        if not self._unparseable_logged:
+            self._unparseable_logged = True
+            log.warning(
+                CRON_LINE_UNPARSEABLE,
+                target=self.target,
+                namespace=job.namespace,
+                cron_job=job.name,
+                cron=job.cron,
+                reason="a cron line the exporter cannot evaluate (docs/cron.md says which it "
+                "can): the job has no next-expected or overdue series, and is counted in "
+                'sidekiq_exporter_skipped_items_total{reason="unparseable_cron"}',
+            )

@@ -29,6 +29,8 @@ WEB_CERTIFICATE_RELOAD_FAILED: Final = "web_certificate_reload_failed"
 JOB_METRICS_UNAVAILABLE: Final = "job_metrics_unavailable"
 JOB_CLASS_LIMIT_REACHED: Final = "job_class_limit_reached"
 QUEUE_LIMIT_REACHED: Final = "queue_limit_reached"
+CRON_JOB_LIMIT_REACHED: Final = "cron_job_limit_reached"
+CRON_LINE_UNPARSEABLE: Final = "cron_line_unparseable"
 
 LEVELS: Final = {
     "debug": logging.DEBUG,

@@ -249,6 +249,34 @@ JOB_CLASSES_DENY: Final[Flag[re.Pattern[str] | None]] = Flag(
     None,
     "REGEX",
 )
+COLLECT_CRON: Final = Flag(
+    "collect.cron",
+    "read sidekiq-cron's jobs (finding its namespaces with one SCAN a minute at most)",
+    parse_bool,
+    True,
+)
+CRON_MAX: Final = Flag(
+    "collect.cron.max",
+    "most sidekiq-cron jobs to export per target; the rest are dropped and counted",
+    parse_limit,
+    500,
+    "N",
+)
+CRON_ALLOW: Final[Flag[re.Pattern[str] | None]] = Flag(
+    "collect.cron.allow",
+    "export only sidekiq-cron jobs whose name fully matches this regex",
+    parse_regex,
+    None,
+    "REGEX",
+    shown="all",
+)
+CRON_DENY: Final[Flag[re.Pattern[str] | None]] = Flag(
+    "collect.cron.deny",
+    "never export sidekiq-cron jobs whose name fully matches this regex",
+    parse_regex,
+    None,
+    "REGEX",
+)
 CONFIG_FILE: Final = Flag(
     "config.file",
     "YAML file with `targets:` (several Redis, TLS, Sentinel) and `queues:` (SLAs)",
@@ -284,6 +312,10 @@ FLAGS: Final[tuple[Flag[Any], ...]] = (
     JOB_CLASSES_MAX,
     JOB_CLASSES_ALLOW,
     JOB_CLASSES_DENY,
+    COLLECT_CRON,
+    CRON_MAX,
+    CRON_ALLOW,
+    CRON_DENY,
     CONFIG_FILE,
     WEB_CONFIG_FILE,
 )
@@ -318,6 +350,10 @@ class Settings:
     job_classes_max: int = JOB_CLASSES_MAX.default
     job_classes_allow: re.Pattern[str] | None = None
     job_classes_deny: re.Pattern[str] | None = None
+    collect_cron: bool = COLLECT_CRON.default
+    cron_max: int = CRON_MAX.default
+    cron_allow: re.Pattern[str] | None = None
+    cron_deny: re.Pattern[str] | None = None
 
     @property
     def listen_address(self) -> str:
@@ -461,6 +497,8 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
     queues_deny = options[QUEUES_DENY]
     classes_max, classes_allow = options[JOB_CLASSES_MAX], options[JOB_CLASSES_ALLOW]
     classes_deny = options[JOB_CLASSES_DENY]
+    collect_cron, cron_max = options[COLLECT_CRON], options[CRON_MAX]
+    cron_allow, cron_deny = options[CRON_ALLOW], options[CRON_DENY]
     web_config = options[WEB_CONFIG_FILE]
     config = options[CONFIG_FILE]
     return Settings(
@@ -482,6 +520,10 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
         job_classes_max=classes_max,
         job_classes_allow=classes_allow,
         job_classes_deny=classes_deny,
+        collect_cron=collect_cron,
+        cron_max=cron_max,
+        cron_allow=cron_allow,
+        cron_deny=cron_deny,
     )
 
 

@@ -1,4 +1,5 @@
-"""Cardinality: allow/deny regexes and caps per kind (queues, job classes), selector to /metrics."""
+"""Cardinality: allow/deny regexes and caps per kind (queues, job classes, cron jobs), selector
+to /metrics."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from exporter.cardinality import QUEUE_LIMIT, QUEUE_LIMIT_REACHED, JobClassSelector, QueueSelector
-from exporter.logs import JOB_CLASS_LIMIT_REACHED
+from exporter.cardinality import (
+    QUEUE_LIMIT,
+    QUEUE_LIMIT_REACHED,
+    CronJobSelector,
+    JobClassSelector,
+    QueueSelector,
+)
+from exporter.logs import CRON_JOB_LIMIT_REACHED, JOB_CLASS_LIMIT_REACHED
 from exporter.model import ProcessSample, QueueSample, RunningJob
 from exporter.sidekiq.reader import Reader
 from tests.support.exporter_process import ExporterProcess
@@ -115,6 +122,26 @@ def test_job_class_allow_and_deny_are_full_matches_and_not_counted() -> None:
     ]
     assert admitted == ["Billing::Invoice"]
     assert dropped == set()
+
+
+def test_cron_jobs_by_namespace_and_name_stable_across_polls() -> None:
+    selector = CronJobSelector("main", limit=2)
+    jobs = [("default", "c"), ("", "b"), ("default", "a")]
+    with capture_logs() as logs:
+        assert selector.select(jobs) == ([("", "b"), ("default", "a")], 1)
+        # A job that sorts first appears: those exported last time stay.
+        assert selector.select([("", "a"), *jobs], unread=3) == ([("", "b"), ("default", "a")], 5)
+    assert [e["event"] for e in logs] == [CRON_JOB_LIMIT_REACHED]  # once per target
+    assert CronJobSelector().select(jobs) == (jobs, 0)  # no limit: every job, as found
+
+
+def test_cron_allow_deny_on_the_job_name_and_sets_within_the_limit() -> None:
+    selector = CronJobSelector(allow=re.compile("report_.*"), deny=re.compile(".*_tmp"))
+    jobs = [("a", "report_daily"), ("b", "report_tmp"), ("report_x", "other")]
+    assert selector.select(jobs) == ([("a", "report_daily")], 0)
+    # Each set holds a job at least: no more sets are read than jobs can be exported.
+    assert CronJobSelector(limit=2).sets(["", "b", "c"]) == (["", "b"], 1)
+    assert CronJobSelector().sets(["", "b", "c"]) == (["", "b", "c"], 0)
 
 
 # --- the reader ----------------------------------------------------------------------------
