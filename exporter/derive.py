@@ -85,13 +85,12 @@ class Deriver:
         self._previous_redis_time: float | None = None
         self._breach_seconds: dict[str, float] = {}
         self._slas: dict[str, QueueSla] = {}
-        # (namespace, name) of each cron job enabled at the last poll -> (Redis time it was first
-        # seen enabled, whether that was the exporter's first poll).
-        self._cron_enabled_since: dict[tuple[str, str], tuple[float, bool]] = {}
+        # (namespace, name) of each cron job of the last poll -> None if disabled, else (Redis
+        # time it was first seen enabled, whether it was seen disabled before that).
+        self._cron_enabled: dict[tuple[str, str], tuple[float, bool] | None] = {}
         # (namespace, name) -> (cron line, reference time, next tick): a tick is computed again
         # only when the job enqueues or its line changes.
         self._cron_ticks: dict[tuple[str, str], tuple[str, float, float | None]] = {}
-        self._cron_baseline_taken = False
         self._unparseable_logged = False
 
     def __call__(self, sample: Sample) -> Snapshot:
@@ -213,24 +212,25 @@ class Deriver:
 
     def _cron_schedules(self, sample: Sample, skipped: Counter[str]) -> tuple[CronJobSchedule, ...]:
         """Each cron job with its next expected tick: the first tick of its cron line after its
-        last enqueue, or after it was seen enabled if that is later (a job enabled again fires
-        at its next tick, not at the ones it missed while disabled, and one that never fired
-        is expected at the first tick after it was seen)."""
-        now, baseline = sample.redis_time, not self._cron_baseline_taken
-        self._cron_baseline_taken = True
-        previous_since, previous_ticks = self._cron_enabled_since, self._cron_ticks
-        enabled_since: dict[tuple[str, str], tuple[float, bool]] = {}
+        last enqueue; for a job seen enabled again, after that if it is later (it fires at its
+        next tick, not at the ones it missed while disabled); for one that never fired, after
+        the exporter first saw it enabled."""
+        now = sample.redis_time
+        previous, previous_ticks = self._cron_enabled, self._cron_ticks
+        enabled: dict[tuple[str, str], tuple[float, bool] | None] = {}
         ticks: dict[tuple[str, str], tuple[str, float, float | None]] = {}
         schedules = []
         for job in sample.cron_jobs or ():
             key = (job.namespace, job.name)
             if not job.enabled:
+                enabled[key] = None
                 schedules.append(CronJobSchedule(job, None))
                 continue
-            since, at_start = enabled_since[key] = previous_since.get(key, (now, baseline))
-            # Enabled before the exporter's first poll: its last enqueue is all that is known.
+            # Seen disabled before: enabled again now. Never seen (a new job, the exporter's
+            # first poll, a namespace just found): its last enqueue is all that is known.
+            since, again = enabled[key] = previous.get(key) or (now, key in previous)
             last = job.last_enqueue_timestamp
-            reference = since if last is None else last if at_start else max(last, since)
+            reference = since if last is None else max(last, since) if again else last
             cached = previous_ticks.get(key)
             if cached is not None and cached[0] == job.cron and cached[1] == reference:
                 tick = cached[2]
@@ -242,7 +242,7 @@ class Deriver:
                 skipped[UNPARSEABLE_CRON] += 1
                 self._unparseable(job)
             schedules.append(CronJobSchedule(job, tick))
-        self._cron_enabled_since, self._cron_ticks = enabled_since, ticks
+        self._cron_enabled, self._cron_ticks = enabled, ticks
         return tuple(sorted(schedules, key=lambda s: (s.job.namespace, s.job.name)))
 
     def _unparseable(self, job: CronJobSample) -> None:

@@ -437,7 +437,7 @@ CRON_JOB_NEXT_EXPECTED: Final = Family(
     "sidekiq_cron_job_next_expected_timestamp_seconds",
     "gauge",
     "When the job's cron line expects its next enqueue: the first tick after its last one "
-    "(or after the exporter saw it enabled, if later).",
+    "(or after the exporter saw it enabled again, or first saw it if it never fired).",
     _CRON_JOB,
     "seconds (Unix time)",
     CRON_VERSIONS,

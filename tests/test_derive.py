@@ -359,12 +359,15 @@ def test_enabled_again_it_is_expected_at_its_next_tick_not_the_missed_ones() -> 
     assert schedules(derive, T0 + 4000, cron("daily", "0 * * * *", last)) == {"daily": T0 + 7200}
 
 
-def test_enabled_at_the_first_poll_its_last_enqueue_alone_counts() -> None:
-    # An exporter restarted long after the job stopped reports the job overdue at once.
+def test_a_job_never_seen_before_counts_from_its_last_enqueue_alone() -> None:
+    # An exporter restarted long after the job stopped reports the job overdue at once ...
     derive = Deriver("main")
     assert schedules(derive, T0, cron("hourly", "0 * * * *", T0 - 3 * 3600)) == {
         "hourly": T0 - 2 * 3600
     }
+    # ... and so does a later poll for a job it had not seen (a namespace the scan just found).
+    later = cron("later", "0 * * * *", T0 - 3 * 3600)
+    assert schedules(derive, T0 + 10, later)["later"] == T0 - 2 * 3600
 
 
 def test_unparseable_lines_are_counted_every_poll_and_logged_once() -> None:
