@@ -25,7 +25,7 @@ from exporter.model import (
 )
 from exporter.resp import Command, Framed, PackCache, round_trip
 from exporter.sidekiq import decode
-from exporter.sidekiq.cron_namespaces import CronNamespaces
+from exporter.sidekiq.cron_namespaces import SCAN_PAGE_KEYS, CronNamespaces
 from exporter.sidekiq.keys import KeyNames
 from exporter.sidekiq.metrics_window import MIN_WINDOW_MINUTES, minute_starts, minutes_to_read
 
@@ -280,7 +280,7 @@ class Reader:
         if cursor is None:
             return []
         pattern = self.keys.cron_namespace_pattern
-        return [("SCAN", cursor, "MATCH", pattern, "TYPE", "set", "COUNT", self.scan_count)]
+        return [("SCAN", cursor, "MATCH", pattern, "TYPE", "set", "COUNT", SCAN_PAGE_KEYS)]
 
     def _namespace_page_read(self, now: float, reply: object, skipped: decode.Skipped) -> None:
         page = decode.namespace_page(reply, skipped)
