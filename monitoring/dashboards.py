@@ -118,7 +118,7 @@ OVERVIEW = Dashboard(
     uid=rules.OVERVIEW.uid,
     title=rules.OVERVIEW.title,
     description="Sidekiq at a glance: throughput, backlog, latency against SLA, capacity, "
-    "retries and dead jobs, the scheduler and the exporter itself.",
+    "retries and dead jobs, the scheduler, sidekiq-cron jobs and the exporter itself.",
     tags=("sidekiq", "sidekiq-exporter"),
     variables=_variables("queue"),
     rows=(
@@ -310,6 +310,38 @@ OVERVIEW = Dashboard(
                         ),
                     ),
                     thresholds=((None, "green"), (float(rules.SCHEDULER_LAG_SECONDS), "red")),
+                ),
+            ),
+        ),
+        Row(
+            "Cron jobs",
+            (
+                Panel(
+                    "Cron jobs overdue",
+                    "How long each sidekiq-cron job is past the tick its cron line expected it "
+                    "to enqueue at, 0 while on time (its poller runs every 30 s by default). "
+                    "The SidekiqCronJobOverdue alert fires past the red line.",
+                    "s",
+                    (
+                        Query(
+                            "max by (target, cron_namespace, cron_job) "
+                            f"({sel('sidekiq_cron_job_overdue_seconds')})",
+                            "{{target}} {{cron_namespace}} {{cron_job}}",
+                        ),
+                    ),
+                    thresholds=((None, "green"), (float(rules.CRON_OVERDUE_SECONDS), "red")),
+                ),
+                Panel(
+                    "Cron jobs by status",
+                    "sidekiq-cron jobs, enabled and disabled: a job disabled by mistake shows "
+                    "as a step here.",
+                    "short",
+                    (
+                        Query(
+                            f"sum by (target, status) ({sel('sidekiq_cron_jobs')})",
+                            "{{target}} {{status}}",
+                        ),
+                    ),
                 ),
             ),
         ),

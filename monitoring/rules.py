@@ -38,6 +38,10 @@ SCHEDULER_LAG_SECONDS = 60  # Sidekiq moves due jobs within ~5-15 s when its pol
 DEAD_SET_CAP = 10_000  # Sidekiq's default `dead_max_jobs`: beyond it the oldest dead jobs go
 DEAD_SET_NEAR_CAP_RATIO = 0.9
 LONG_JOB_SECONDS = 600  # longer than this, a job blocks deploys (Sidekiq waits 25 s on TERM)
+# sidekiq-cron never runs a tick its poller reaches more than a minute late
+# (`reschedule_grace_period`): a job this overdue has lost a run, whatever its period (five
+# for an every-minute job), and its poller runs every 30 s by default, so no healthy job is.
+CRON_OVERDUE_SECONDS = 300
 # Queues meant for long jobs, by name: a `long` part (`long`, `reports_long`, `long_exports`).
 LONG_JOB_QUEUES_REGEX = "(.+_)?long(_.+)?"
 # Job failures: the objective is that at most 1 % of executions of a class fail; a burn rate of
@@ -438,6 +442,27 @@ def groups(config: Config) -> tuple[Group, ...]:
                         "The dead set of {{ $labels.target }} holds "
                         '{{ printf "%.0f" $value }} jobs; '
                         f"at Sidekiq's default cap of {DEAD_SET_CAP:,} the oldest are deleted."
+                    ),
+                    dashboard=OVERVIEW,
+                ),
+            ),
+        ),
+        Group(
+            "sidekiq.cron",
+            (
+                Alert(
+                    "SidekiqCronJobOverdue",
+                    f"min_over_time(sidekiq_cron_job_overdue_seconds[2m]) > {CRON_OVERDUE_SECONDS}",
+                    for_="3m",
+                    keep_firing_for="5m",
+                    severity="critical",
+                    summary="A sidekiq-cron job has stopped enqueuing on schedule.",
+                    description=(
+                        "Cron job {{ $labels.cron_job }}"
+                        "{{ with $labels.cron_namespace }} (namespace {{ . }}){{ end }} on "
+                        "{{ $labels.target }} is {{ $value | humanizeDuration }} past the tick "
+                        "it should have enqueued at (at least, throughout the last 2 minutes). "
+                        "sidekiq-cron does not run missed ticks: those runs are lost."
                     ),
                     dashboard=OVERVIEW,
                 ),

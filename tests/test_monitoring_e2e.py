@@ -193,6 +193,8 @@ def run_stack(tmp: Path) -> StackRun:
         enqueue(version, server.url, wrapped=1, wrapped_seconds=600)
         writer = SidekiqWriter(redis.Redis.from_url(server.url), V7)
         stack.callback(writer.client.close)
+        # A sidekiq-cron job, on time all along, for the dashboards' cron panels.
+        writer.cron_job("refresh_reports", "@daily", last_enqueue=time.time())
 
         def push() -> None:
             now = time.time()
