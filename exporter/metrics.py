@@ -403,7 +403,7 @@ JOB_DURATION: Final = Family(
 
 _PER_CRON_JOB = (
     "Per sidekiq-cron job within the cron limits (`--collect.cron.*`); `cron_namespace` is "
-    '`""` for sidekiq-cron 1.x, which has no namespaces.'
+    '`""` for sidekiq-cron 1.x, which has no namespaces (so no such label in Prometheus).'
 )
 CRON_JOBS: Final = Family(
     "sidekiq_cron_jobs",
