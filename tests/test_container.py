@@ -136,6 +136,9 @@ def test_image_runs_read_only_as_its_user_and_serves_sidekiq_data(
             "within_5_seconds", writer.job("HardJob", enqueued_at=seconds - 2, jid=f"{n:024}")
         )
     writer.stats(processed=42, failed=1)
+    # A cron line naming a zone: the image has no system tz database, so the zone must come
+    # from the tzdata package the exporter depends on.
+    writer.cron_job("berlin_report", "0 9 * * * Europe/Berlin", last_enqueue=seconds - 60)
 
     port = free_port()
     env = image_environment(image.config)
@@ -178,6 +181,10 @@ def test_image_runs_read_only_as_its_user_and_serves_sidekiq_data(
             assert scrape.value("sidekiq_queue_enqueued_jobs", **queue) == 3
             assert scrape.value("sidekiq_queue_latency_seconds", **queue) >= 2
             assert scrape.value("sidekiq_processed_jobs_total", target="default") == 42
+            cron = {"target": "default", "cron_namespace": "default", "cron_job": "berlin_report"}
+            assert scrape.value("sidekiq_cron_job_next_expected_timestamp_seconds", **cron) > 0
+            assert scrape.get("sidekiq_exporter_skipped_items_total", None, target="default",
+                              reason="unparseable_cron") is None  # fmt: skip
 
             checked = container.exec(healthcheck)
             assert checked.returncode == 0, checked.stderr
