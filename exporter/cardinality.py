@@ -1,9 +1,9 @@
 """Every rule that limits series: allow/deny regexes, a cap per kind with stable ranking, and
 the length of label values taken from Redis.
 
-One selector per kind (`QueueSelector`, `JobClassSelector`, `ProcessSelector`), each keeping
-its target's state between polls; no I/O. Which names are kept, and why in that order:
-docs/architecture.md. Each `select` returns what it skipped by reason.
+One selector per kind (`QueueSelector`, `JobClassSelector`, `ProcessSelector`,
+`CronJobSelector`), each keeping its target's state between polls; no I/O. Which names are
+kept, and why in that order: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Final
 
 from exporter.logs import (
+    CRON_JOB_LIMIT_REACHED,
     JOB_CLASS_LIMIT_REACHED,
     LABEL_VALUE_TOO_LONG,
     PROCESS_LIMIT_REACHED,
@@ -27,12 +28,13 @@ log = get_logger(__name__)
 # Skip reasons: values of `sidekiq_exporter_skipped_items_total{reason}`.
 QUEUE_LIMIT: Final = "queue_limit"  # a queue beyond --collect.queues.max
 CLASS_LIMIT: Final = "class_limit"  # a job class beyond --collect.job-classes.max
+CRON_LIMIT: Final = "cron_limit"  # a sidekiq-cron job (or namespace) beyond --collect.cron.max
 PROCESS_LIMIT: Final = "process_limit"  # a process beyond --collect.processes.max
-# A queue, class or process with a label value from Redis (name, identity, hostname, tag,
-# version) longer than --collect.label-value-length.max.
+# A queue, class, process or cron job with a label value from Redis (name, identity, hostname,
+# tag, version, cron namespace) longer than --collect.label-value-length.max.
 LABEL_TOO_LONG: Final = "label_too_long"
 # Every reason above: the limits' share of `sidekiq_exporter_skipped_items_total{reason}`.
-REASONS: Final = (QUEUE_LIMIT, CLASS_LIMIT, PROCESS_LIMIT, LABEL_TOO_LONG)
+REASONS: Final = (QUEUE_LIMIT, CLASS_LIMIT, CRON_LIMIT, PROCESS_LIMIT, LABEL_TOO_LONG)
 # How much of a too-long value the one warning about it shows.
 _LOGGED_PREFIX_CHARS: Final = 64
 
@@ -288,3 +290,44 @@ class JobClassSelector(_Selector):
         if newcomers or released:
             self._exported = frozenset(last_seen)
         return self._exported, _skips({CLASS_LIMIT: dropped, LABEL_TOO_LONG: too_long}), released
+
+
+@dataclass(eq=False)
+class CronJobSelector(_Selector):
+    """Picks the sidekiq-cron jobs one target reads and exports, by (namespace, name): allow/deny
+    on the job name, then up to `limit`, those exported last time first, then in order."""
+
+    _exported_jobs: frozenset[tuple[str, str]] = field(default=frozenset(), init=False, repr=False)
+
+    def sets(self, namespaces: Sequence[str]) -> tuple[list[str], int]:
+        """The namespaces whose sets are read, in order, and how many the limit left out.
+
+        At most `limit`: Redis deletes an empty set, so each one holds a job at least, and more
+        sets than the limit cannot all have a job exported.
+        """
+        if self.limit is None or len(namespaces) <= self.limit:
+            return list(namespaces), 0
+        return list(namespaces[: self.limit]), len(namespaces) - self.limit
+
+    def select(
+        self, jobs: Sequence[tuple[str, str]], unread: int = 0
+    ) -> tuple[list[tuple[str, str]], int]:
+        """(jobs to read, how many the limit dropped) for one poll; `unread` are jobs already
+        dropped, left unread in sets or namespaces too large to read (counted, and warned of)."""
+        permitted = [job for job in dict.fromkeys(jobs) if self.permitted(job[1])]
+        dropped = unread
+        if self.limit is not None and len(permitted) > self.limit:
+            previous = self._exported_jobs
+            permitted = sorted(permitted, key=lambda job: (job not in previous, job))
+            dropped += len(permitted) - self.limit
+            permitted = permitted[: self.limit]
+        self._exported_jobs = frozenset(permitted)
+        if dropped:
+            self._limit_reached(
+                CRON_JOB_LIMIT_REACHED,
+                dropped=dropped,
+                reason="more sidekiq-cron jobs than --collect.cron.max; the rest are not "
+                "exported and are counted in "
+                'sidekiq_exporter_skipped_items_total{reason="cron_limit"}',
+            )
+        return permitted, dropped

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
-from exporter.cardinality import JobClassSelector, ProcessSelector, QueueSelector
+from exporter.cardinality import CronJobSelector, JobClassSelector, ProcessSelector, QueueSelector
 from exporter.clock import Clock, SystemClock
 from exporter.collector import SidekiqCollector
 from exporter.config_file import ConfigError
@@ -37,6 +37,7 @@ from exporter.model import STALE_AFTER_INTERVALS
 from exporter.poller import Poller
 from exporter.render_cache import RenderRegistry
 from exporter.settings import PROG, InfoRequested, Settings, load_settings
+from exporter.sidekiq.cron_namespaces import CronNamespaces
 from exporter.sidekiq.metrics_window import window_minutes
 from exporter.sidekiq.reader import Reader
 from exporter.sla import SlaResolver
@@ -130,10 +131,21 @@ def build_pollers(
             if settings.collect_processes
             else None
         )
+        cron_jobs = CronJobSelector(
+            target.name,
+            limit=settings.cron_max,
+            allow=settings.cron_allow,
+            deny=settings.cron_deny,
+            max_label_bytes=label_bytes,
+        )
         reader = Reader(
             target.key_prefix,
             metrics_window_minutes=window,
             queues=queues,
+            collect_cron=settings.collect_cron,
+            cron_jobs=cron_jobs,
+            # The scan's state, per target: kept here, outside the reader (docs/architecture.md).
+            cron_namespaces=CronNamespaces(),
             max_reply_bytes=settings.poll_max_bytes,
         )
         pollers.append(

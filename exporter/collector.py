@@ -226,6 +226,10 @@ class SidekiqCollector(Collector):
         self._running_metrics(f, snapshot)
         if snapshot.job_metrics_supported:
             self._job_class_metrics(f, snapshot)
+        if sample.cron_jobs is not None:
+            self._cron_metrics(f, snapshot)
+        if sample.leader is not None:
+            f.add(m.LEADER_INFO, [target, sample.leader], 1)
 
     def _queue_metrics(self, f: _Families, snapshot: Snapshot) -> None:
         sample, target = snapshot.sample, snapshot.target
@@ -323,3 +327,18 @@ class SidekiqCollector(Collector):
             everything = cumulative + sum(totals.histogram[len(HISTOGRAM_LE) :])
             buckets.append(("+Inf", float(max(totals.successes, everything))))
             f.histogram(m.JOB_DURATION, labels, buckets, totals.milliseconds / 1000)
+
+    def _cron_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+        target, now = snapshot.target, snapshot.sample.redis_time
+        enabled = sum(1 for s in snapshot.cron_jobs if s.job.enabled)
+        f.add(m.CRON_JOBS, [target, "enabled"], enabled)
+        f.add(m.CRON_JOBS, [target, "disabled"], len(snapshot.cron_jobs) - enabled)
+        for schedule in snapshot.cron_jobs:
+            job = schedule.job
+            labels = [target, job.namespace, job.name]
+            f.add(m.CRON_JOB_ENABLED, labels, 1 if job.enabled else 0)
+            if job.last_enqueue_timestamp is not None:
+                f.add(m.CRON_JOB_LAST_ENQUEUE, labels, job.last_enqueue_timestamp)
+            if schedule.next_expected is not None:
+                f.add(m.CRON_JOB_NEXT_EXPECTED, labels, schedule.next_expected)
+                f.add(m.CRON_JOB_OVERDUE, labels, schedule.overdue_at(now))

@@ -1,8 +1,10 @@
 """State between polls: turns one target's Samples into Snapshots.
 
 Owns the per-class counters rebuilt from Sidekiq's per-minute buckets (growth only, the first
-poll a baseline) and the time each queue spent over its SLA. Touches no Redis; the reasoning
-is in docs/architecture.md and docs/job-metrics.md.
+poll a baseline), the time each queue spent over its SLA, and when each sidekiq-cron job is
+next expected (on Redis TIME, from its cron line, its last enqueue and when it was seen
+enabled). Touches no Redis; the reasoning is in docs/architecture.md, docs/job-metrics.md
+and docs/cron.md.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.cardinality import JobClassSelector, ProcessSelector
-from exporter.logs import JOB_METRICS_UNAVAILABLE, get_logger
+from exporter.logs import CRON_LINE_UNPARSEABLE, JOB_METRICS_UNAVAILABLE, get_logger
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     NO_SLA,
     ClassMinute,
+    CronJobSample,
+    CronJobSchedule,
     JobClassTotals,
     MetricsMinute,
     ProcessSample,
@@ -24,6 +28,7 @@ from exporter.model import (
     Sample,
     Snapshot,
 )
+from exporter.sidekiq.cron_schedule import UNPARSEABLE_CRON, parse_cron_line
 from exporter.sidekiq.metrics_window import MIN_WINDOW_MINUTES, window_start
 
 log = get_logger(__name__)
@@ -85,6 +90,13 @@ class Deriver:
         self._previous_redis_time: float | None = None
         self._breach_seconds: dict[str, float] = {}
         self._slas: dict[str, QueueSla] = {}
+        # (namespace, name) of each cron job of the last poll -> None if disabled, else (Redis
+        # time it was first seen enabled, whether it was seen disabled before that).
+        self._cron_enabled: dict[tuple[str, str], tuple[float, bool] | None] = {}
+        # (namespace, name) -> (cron line, reference time, next tick): a tick is computed again
+        # only when the job enqueues or its line changes.
+        self._cron_ticks: dict[tuple[str, str], tuple[str, float, float | None]] = {}
+        self._unparseable_logged = False
 
     def __call__(self, sample: Sample) -> Snapshot:
         """Fold one sample into the state and return the snapshot to publish."""
@@ -92,7 +104,7 @@ class Deriver:
         # The classes this poll saw: in the metrics window, or running now.
         present = {c.job_class for minute in minutes for c in minute.classes}
         present.update(job.job_class for job in sample.running_jobs)
-        exported, skipped, released = self.classes.select(present, sample.redis_time)
+        exported, class_skips, released = self.classes.select(present, sample.redis_time)
         for job_class in released:  # its counters start again if it gets a slot back
             self._totals.pop(job_class, None)
         self._accumulate_job_metrics(minutes, exported)
@@ -102,10 +114,13 @@ class Deriver:
         queue_slas = {q.name: known.get(q.name) or resolve(q.name) for q in sample.queues}
         self._slas = queue_slas  # resolved once per queue name while the queue exists
         self._accumulate_breach(sample, queue_slas)
+        # One per class or process dropped in this poll, however many series it had.
+        skipped: Counter[str] = Counter(class_skips)
         processes: tuple[ProcessSample, ...] = ()
         if self.processes is not None:
             processes, process_skips = self.processes.select(sample.processes)
-            skipped = dict(Counter(skipped) + Counter(process_skips))
+            skipped.update(process_skips)
+        cron_jobs = self._cron_schedules(sample, skipped)
         return Snapshot(
             target=self.target,
             sample=sample,
@@ -114,8 +129,8 @@ class Deriver:
             queue_slas=queue_slas,
             sla_breach_seconds=dict(self._breach_seconds),
             running_jobs=running,
-            # One per class (or process) dropped in this poll, however many series it had.
-            skipped=skipped,
+            skipped=dict(skipped),
+            cron_jobs=cron_jobs,
             processes=processes,
         )
 
@@ -221,3 +236,52 @@ class Deriver:
                 total += min(elapsed, over)
             breach[queue.name] = total
         self._breach_seconds = breach
+
+    def _cron_schedules(self, sample: Sample, skipped: Counter[str]) -> tuple[CronJobSchedule, ...]:
+        """Each cron job with its next expected tick: the first tick of its cron line after its
+        last enqueue; for a job seen enabled again, after that if it is later (it fires at its
+        next tick, not at the ones it missed while disabled); for one that never fired, after
+        the exporter first saw it enabled."""
+        now = sample.redis_time
+        previous, previous_ticks = self._cron_enabled, self._cron_ticks
+        enabled: dict[tuple[str, str], tuple[float, bool] | None] = {}
+        ticks: dict[tuple[str, str], tuple[str, float, float | None]] = {}
+        schedules = []
+        for job in sample.cron_jobs or ():
+            key = (job.namespace, job.name)
+            if not job.enabled:
+                enabled[key] = None
+                schedules.append(CronJobSchedule(job, None))
+                continue
+            # Seen disabled before: enabled again now. Never seen (a new job, the exporter's
+            # first poll, a namespace just found): its last enqueue is all that is known.
+            since, again = enabled[key] = previous.get(key) or (now, key in previous)
+            last = job.last_enqueue_timestamp
+            reference = since if last is None else max(last, since) if again else last
+            cached = previous_ticks.get(key)
+            if cached is not None and cached[0] == job.cron and cached[1] == reference:
+                tick = cached[2]
+            else:
+                schedule = parse_cron_line(job.cron)
+                tick = schedule.next_after(reference) if schedule is not None else None
+            ticks[key] = (job.cron, reference, tick)
+            if tick is None:
+                skipped[UNPARSEABLE_CRON] += 1
+                self._unparseable(job)
+            schedules.append(CronJobSchedule(job, tick))
+        self._cron_enabled, self._cron_ticks = enabled, ticks
+        return tuple(sorted(schedules, key=lambda s: (s.job.namespace, s.job.name)))
+
+    def _unparseable(self, job: CronJobSample) -> None:
+        if not self._unparseable_logged:
+            self._unparseable_logged = True
+            log.warning(
+                CRON_LINE_UNPARSEABLE,
+                target=self.target,
+                namespace=job.namespace,
+                cron_job=job.name,
+                cron=job.cron,
+                reason="a cron line the exporter cannot evaluate (docs/cron.md says which it "
+                "can): the job has no next-expected or overdue series, and is counted in "
+                'sidekiq_exporter_skipped_items_total{reason="unparseable_cron"}',
+            )

@@ -32,6 +32,8 @@ JOB_CLASS_LIMIT_REACHED: Final = "job_class_limit_reached"
 QUEUE_LIMIT_REACHED: Final = "queue_limit_reached"
 PROCESS_LIMIT_REACHED: Final = "process_limit_reached"
 LABEL_VALUE_TOO_LONG: Final = "label_value_too_long"
+CRON_JOB_LIMIT_REACHED: Final = "cron_job_limit_reached"
+CRON_LINE_UNPARSEABLE: Final = "cron_line_unparseable"
 
 LEVELS: Final = {
     "debug": logging.DEBUG,

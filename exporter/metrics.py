@@ -18,6 +18,7 @@ Kind = Literal["gauge", "counter", "histogram", "info"]
 # Which Sidekiq versions feed a family.
 ALL_VERSIONS: Final = "6.4 – 8.1"
 JOB_METRICS_VERSIONS: Final = "7.0 – 8.1; 6.5.2+ with `SIDEKIQ_METRICS_BETA=1`"
+CRON_VERSIONS: Final = "6.4 – 8.1 with sidekiq-cron 1.x or 2.x"
 EXPORTER_ITSELF: Final = "— (the exporter's own)"
 
 
@@ -59,6 +60,10 @@ _SET: Final = ("target", "set")
 _PROCESS: Final = ("target", "identity", "hostname", "tag")
 _RUNNING: Final = ("target", "queue", "class")
 _CLASS: Final = ("target", "class")
+# Not `job` and `namespace`: Prometheus sets `job` on every target, and Kubernetes service
+# discovery (the ServiceMonitor of deploy/) sets `namespace`; either would be renamed
+# `exported_*` at ingestion.
+_CRON_JOB: Final = ("target", "cron_namespace", "cron_job")
 
 
 # --- the exporter's own --------------------------------------------------------------------------
@@ -128,10 +133,11 @@ SKIPPED_ITEMS: Final = Family(
     "`invalid_counter` (a counter key such as `stat:processed` that is not a whole number of "
     "at least 0: its series is left out), `invalid_timestamp` (a time from Redis before "
     "2001-09-09 or after the year 5138: a job's, a process's, a sorted-set score, Redis "
-    "`TIME`), `wrong_type`, `command_error`, `queue_limit`, "
-    "`class_limit`, `process_limit` (a live process without per-process series), "
-    "`label_too_long` (a queue, class or process whose name, identity, hostname, tag or "
-    "version is longer than `--collect.label-value-length.max`).",
+    "`TIME`), `invalid_cron_job`, `unparseable_cron`, `wrong_type`, `command_error`, "
+    "`queue_limit`, `class_limit`, `cron_limit` ([cron](cron.md) for the three cron ones), "
+    "`process_limit` (a live process without per-process series), `label_too_long` (a queue, "
+    "class, process or cron job whose name, identity, hostname, tag, version or namespace is "
+    "longer than `--collect.label-value-length.max`).",
 )
 
 # --- Sidekiq: the whole target -------------------------------------------------------------------
@@ -406,6 +412,71 @@ JOB_DURATION: Final = Family(
     "of the buckets, if a flush landed between the two round trips), `_sum` from `ms`.",
 )
 
+# --- Sidekiq: sidekiq-cron and Enterprise ---------------------------------------------------------
+
+_PER_CRON_JOB = (
+    "Per sidekiq-cron job within the cron limits (`--collect.cron.*`); `cron_namespace` is "
+    '`""` for sidekiq-cron 1.x, which has no namespaces (so no such label in Prometheus).'
+)
+CRON_JOBS: Final = Family(
+    "sidekiq_cron_jobs",
+    "gauge",
+    "sidekiq-cron jobs by status (enabled or disabled), within the cron-job limits.",
+    ("target", "status"),
+    "jobs",
+    CRON_VERSIONS,
+    "Only with `--collect.cron` (the default), then 0 without sidekiq-cron. A status other "
+    "than `enabled` counts as `disabled`, as sidekiq-cron reads it ([cron](cron.md)).",
+)
+CRON_JOB_ENABLED: Final = Family(
+    "sidekiq_cron_job_enabled",
+    "gauge",
+    "1 if the sidekiq-cron job is enabled.",
+    _CRON_JOB,
+    "1 or 0",
+    CRON_VERSIONS,
+    _PER_CRON_JOB,
+)
+CRON_JOB_LAST_ENQUEUE: Final = Family(
+    "sidekiq_cron_job_last_enqueue_timestamp_seconds",
+    "gauge",
+    "When the sidekiq-cron job last enqueued (the clock of the process that enqueued it).",
+    _CRON_JOB,
+    "seconds (Unix time)",
+    CRON_VERSIONS,
+    _PER_CRON_JOB + " Absent for a job that never enqueued.",
+)
+CRON_JOB_NEXT_EXPECTED: Final = Family(
+    "sidekiq_cron_job_next_expected_timestamp_seconds",
+    "gauge",
+    "When the job's cron line expects its next enqueue: the first tick after its last one "
+    "(or after the exporter saw it enabled again, or first saw it if it never fired).",
+    _CRON_JOB,
+    "seconds (Unix time)",
+    CRON_VERSIONS,
+    _PER_CRON_JOB + " Enabled jobs whose cron line the exporter can evaluate.",
+)
+CRON_JOB_OVERDUE: Final = Family(
+    "sidekiq_cron_job_overdue_seconds",
+    "gauge",
+    "How long the job's expected tick has passed without an enqueue, on Redis TIME; 0 when "
+    "on time.",
+    _CRON_JOB,
+    "seconds",
+    CRON_VERSIONS,
+    _PER_CRON_JOB + " Enabled jobs whose cron line the exporter can evaluate. sidekiq-cron "
+    "enqueues a tick up to its poll interval (30 s by default) late.",
+)
+LEADER_INFO: Final = Family(
+    "sidekiq_leader_info",
+    "info",
+    "The process Sidekiq Enterprise elected leader, value 1.",
+    ("target", "identity"),
+    "1",
+    "6.4 – 8.1 with Sidekiq Enterprise (`dear-leader`)",
+    "Absent without Enterprise, or while no process leads.",
+)
+
 # Every family, in the order the reference lists them.
 METRICS: Final[tuple[Family, ...]] = (
     UP,
@@ -443,6 +514,12 @@ METRICS: Final[tuple[Family, ...]] = (
     JOB_EXECUTIONS,
     JOB_FAILURES,
     JOB_DURATION,
+    CRON_JOBS,
+    CRON_JOB_ENABLED,
+    CRON_JOB_LAST_ENQUEUE,
+    CRON_JOB_NEXT_EXPECTED,
+    CRON_JOB_OVERDUE,
+    LEADER_INFO,
     BUILD_INFO,
     POLL_DURATION,
     POLLS,

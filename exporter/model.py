@@ -107,6 +107,17 @@ class MetricsMinute:
 
 
 @dataclass(frozen=True, slots=True)
+class CronJobSample:
+    """One sidekiq-cron job, from its hash: `cron_job:<name>` (1.x), `cron_job:<ns>:<name>`."""
+
+    namespace: str  # "" for sidekiq-cron 1.x, which has none
+    name: str
+    enabled: bool  # `status` is "enabled" (a missing one too, as sidekiq-cron reads it)
+    cron: str  # the cron line as stored, in the syntax of sidekiq-cron's parser (fugit)
+    last_enqueue_timestamp: float | None  # when it last enqueued (its poller's clock); None: never
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """Everything one poll read from one Sidekiq Redis, at one instant."""
 
@@ -133,6 +144,9 @@ class Sample:
     metrics_window_start: int | None = None
     # (reason, Redis key) of the first few items skipped here, for the debug log.
     skipped_keys: tuple[tuple[str, str], ...] = ()
+    # sidekiq-cron's jobs within the cron limits; None: not read (`--no-collect.cron`)
+    cron_jobs: tuple[CronJobSample, ...] | None = None
+    leader: str | None = None  # identity of Sidekiq Enterprise's leader, if there is one
 
     @property
     def enqueued_total(self) -> int:
@@ -170,6 +184,20 @@ NO_SLA = QueueSla(seconds=None, component="", source="none")
 
 
 @dataclass(frozen=True, slots=True)
+class CronJobSchedule:
+    """A cron job and when it is next expected to enqueue, on Redis TIME."""
+
+    job: CronJobSample
+    # The first tick of its cron line after its last enqueue (never enqueued: after the
+    # exporter first saw it). None: disabled, or a cron line the exporter cannot evaluate.
+    next_expected: float | None
+
+    def overdue_at(self, now: float) -> float:
+        """How long the expected tick has passed without an enqueue at `now`, 0 if it has not."""
+        return clamp_age(now, self.next_expected)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A sample plus the state derived from earlier samples; what `/metrics` renders."""
 
@@ -182,7 +210,9 @@ class Snapshot:
     # The sample's running jobs whose class is within the job-class limits: the ones exported
     # by class. (Per-queue busy counts use every running job of the sample.)
     running_jobs: tuple[RunningJob, ...]
-    skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> dropped by limits
+    # reason -> skipped while deriving: over a limit, or a cron line that cannot be evaluated
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    cron_jobs: tuple[CronJobSchedule, ...] = ()  # the sample's cron jobs, by (namespace, name)
     # The sample's processes within the process limit: the ones with per-process series. (The
     # totals and per-queue capacity count every process of the sample.)
     processes: tuple[ProcessSample, ...] = ()

@@ -276,6 +276,34 @@ LABEL_VALUE_LENGTH_MAX: Final = Flag(
     1024,
     "BYTES",
 )
+COLLECT_CRON: Final = Flag(
+    "collect.cron",
+    "read sidekiq-cron's jobs (finding its namespaces with one SCAN a minute at most)",
+    parse_bool,
+    True,
+)
+CRON_MAX: Final = Flag(
+    "collect.cron.max",
+    "most sidekiq-cron jobs to export per target; the rest are dropped and counted",
+    parse_limit,
+    500,
+    "N",
+)
+CRON_ALLOW: Final[Flag[re.Pattern[str] | None]] = Flag(
+    "collect.cron.allow",
+    "export only sidekiq-cron jobs whose name fully matches this regex",
+    parse_regex,
+    None,
+    "REGEX",
+    shown="all",
+)
+CRON_DENY: Final[Flag[re.Pattern[str] | None]] = Flag(
+    "collect.cron.deny",
+    "never export sidekiq-cron jobs whose name fully matches this regex",
+    parse_regex,
+    None,
+    "REGEX",
+)
 CONFIG_FILE: Final = Flag(
     "config.file",
     "YAML file with `targets:` (several Redis, TLS, Sentinel) and `queues:` (SLAs)",
@@ -314,6 +342,10 @@ FLAGS: Final[tuple[Flag[Any], ...]] = (
     JOB_CLASSES_ALLOW,
     JOB_CLASSES_DENY,
     LABEL_VALUE_LENGTH_MAX,
+    COLLECT_CRON,
+    CRON_MAX,
+    CRON_ALLOW,
+    CRON_DENY,
     CONFIG_FILE,
     WEB_CONFIG_FILE,
 )
@@ -351,6 +383,10 @@ class Settings:
     processes_max: int = PROCESSES_MAX.default
     label_value_length_max: int = LABEL_VALUE_LENGTH_MAX.default
     poll_max_bytes: int = POLL_MAX_BYTES.default
+    collect_cron: bool = COLLECT_CRON.default
+    cron_max: int = CRON_MAX.default
+    cron_allow: re.Pattern[str] | None = None
+    cron_deny: re.Pattern[str] | None = None
 
     @property
     def listen_address(self) -> str:
@@ -497,6 +533,8 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
     classes_max, classes_allow = options[JOB_CLASSES_MAX], options[JOB_CLASSES_ALLOW]
     classes_deny = options[JOB_CLASSES_DENY]
     label_value_length_max = options[LABEL_VALUE_LENGTH_MAX]
+    collect_cron, cron_max = options[COLLECT_CRON], options[CRON_MAX]
+    cron_allow, cron_deny = options[CRON_ALLOW], options[CRON_DENY]
     web_config = options[WEB_CONFIG_FILE]
     config = options[CONFIG_FILE]
     return Settings(
@@ -521,6 +559,10 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
         processes_max=processes_max,
         label_value_length_max=label_value_length_max,
         poll_max_bytes=poll_max_bytes,
+        collect_cron=collect_cron,
+        cron_max=cron_max,
+        cron_allow=cron_allow,
+        cron_deny=cron_deny,
     )
 
 

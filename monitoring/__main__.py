@@ -1,4 +1,4 @@
-"""`python -m monitoring`: write alerts/sidekiq.rules.yml and dashboards/*.json.
+"""`python -m monitoring`: write alerts/sidekiq.rules.yml, its PrometheusRule and dashboards/*.json.
 
     python -m monitoring                       # regenerate the committed files
     python -m monitoring --check               # exit 1 if they differ from the sources
@@ -14,13 +14,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from monitoring import dashboards, grafana, rules
+from monitoring import dashboards, grafana, prometheusrule, rules
 from monitoring.config import DEFAULT_DASHBOARD_BASE_URL, DEFAULT_EXPORTER_JOB, REPO_ROOT, Config
 
 
 def outputs(config: Config) -> dict[str, str]:
     """Every generated file: path relative to the repository (or --output-dir) -> text."""
-    files = {rules.RULE_FILE: rules.render(config)}
+    rule_file = rules.render(config)
+    files = {
+        rules.RULE_FILE: rule_file,
+        prometheusrule.PROMETHEUS_RULE_FILE: prometheusrule.render(rule_file),
+    }
     for dashboard in dashboards.DASHBOARDS:
         text = json.dumps(grafana.render(dashboard), indent=2, ensure_ascii=False) + "\n"
         files[f"dashboards/{dashboard.uid}.json"] = text
@@ -31,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = Config.default()
     parser = argparse.ArgumentParser(
         prog="python -m monitoring",
-        description="Generate the Prometheus rule file and the Grafana dashboards.",
+        description="Generate the Prometheus rule file, its PrometheusRule and the Grafana "
+        "dashboards.",
     )
     parser.add_argument(
         "--runbook-base-url",
@@ -54,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output-dir",
         type=Path,
         default=REPO_ROOT,
-        help="write alerts/ and dashboards/ under this directory (default: the repository)",
+        help="write alerts/, dashboards/ and deploy/kubernetes/prometheusrule.yaml under this "
+        "directory (default: the repository)",
     )
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if any file would change"

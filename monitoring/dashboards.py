@@ -116,9 +116,9 @@ QUEUE_UTILISATION_PANEL = Panel(
 
 OVERVIEW = Dashboard(
     uid=rules.OVERVIEW.uid,
-    title="Sidekiq / Overview",
+    title=rules.OVERVIEW.title,
     description="Sidekiq at a glance: throughput, backlog, latency against SLA, capacity, "
-    "retries and dead jobs, the scheduler and the exporter itself.",
+    "retries and dead jobs, the scheduler, sidekiq-cron jobs and the exporter itself.",
     tags=("sidekiq", "sidekiq-exporter"),
     variables=_variables("queue"),
     rows=(
@@ -287,7 +287,7 @@ OVERVIEW = Dashboard(
                 Panel(
                     "Retry, dead and scheduled sets",
                     "Jobs waiting for a retry, jobs out of retries (the dead set, capped at "
-                    "10,000 by default) and jobs scheduled for later.",
+                    f"{rules.DEAD_SET_CAP:,} by default) and jobs scheduled for later.",
                     "short",
                     (
                         Query(f"sum by (target) ({sel('sidekiq_retry_jobs')})", "{{target}} retry"),
@@ -310,6 +310,38 @@ OVERVIEW = Dashboard(
                         ),
                     ),
                     thresholds=((None, "green"), (float(rules.SCHEDULER_LAG_SECONDS), "red")),
+                ),
+            ),
+        ),
+        Row(
+            "Cron jobs",
+            (
+                Panel(
+                    "Cron jobs overdue",
+                    "How long each sidekiq-cron job is past the tick its cron line expected it "
+                    "to enqueue at, 0 while on time (its poller runs every 30 s by default). "
+                    "The SidekiqCronJobOverdue alert fires past the red line.",
+                    "s",
+                    (
+                        Query(
+                            "max by (target, cron_namespace, cron_job) "
+                            f"({sel('sidekiq_cron_job_overdue_seconds')})",
+                            "{{target}} {{cron_namespace}} {{cron_job}}",
+                        ),
+                    ),
+                    thresholds=((None, "green"), (float(rules.CRON_OVERDUE_SECONDS), "red")),
+                ),
+                Panel(
+                    "Cron jobs by status",
+                    "sidekiq-cron jobs, enabled and disabled: a job disabled by mistake shows "
+                    "as a step here.",
+                    "short",
+                    (
+                        Query(
+                            f"sum by (target, status) ({sel('sidekiq_cron_jobs')})",
+                            "{{target}} {{status}}",
+                        ),
+                    ),
                 ),
             ),
         ),
@@ -364,7 +396,7 @@ OVERVIEW = Dashboard(
 
 QUEUES = Dashboard(
     uid=rules.QUEUES.uid,
-    title="Sidekiq / Queues",
+    title=rules.QUEUES.title,
     description="Per-queue drill-down: backlog, latency against SLA, time in breach, the "
     "threads that serve each queue and what runs on them.",
     tags=("sidekiq", "sidekiq-exporter"),
@@ -540,7 +572,7 @@ DURATION_QUANTILE_PANELS = tuple(
 
 JOB_CLASSES = Dashboard(
     uid=rules.JOB_CLASSES.uid,
-    title="Sidekiq / Job classes",
+    title=rules.JOB_CLASSES.title,
     description="Per-class executions, failures and durations from Sidekiq's own per-minute "
     "metrics (Sidekiq 7+), and where the workers' time goes.",
     tags=("sidekiq", "sidekiq-exporter"),
@@ -695,7 +727,7 @@ _THREADS_NEEDED = (
 
 PROCESSES = Dashboard(
     uid=rules.PROCESSES.uid,
-    title="Sidekiq / Processes and capacity",
+    title=rules.PROCESSES.title,
     description="Each Sidekiq process (busy threads, memory, heartbeat, Redis round trip), "
     "utilisation and long-running jobs per queue, and a capacity estimate from Little's law.",
     tags=("sidekiq", "sidekiq-exporter"),

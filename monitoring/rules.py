@@ -20,12 +20,12 @@ every queue. To add an alert: one `Alert(...)` below, a promtool test
 
 from __future__ import annotations
 
+import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import yaml
-
+from monitoring import yaml_text
 from monitoring.config import Config
 
 RULE_FILE = "alerts/sidekiq.rules.yml"
@@ -38,6 +38,10 @@ SCHEDULER_LAG_SECONDS = 60  # Sidekiq moves due jobs within ~5-15 s when its pol
 DEAD_SET_CAP = 10_000  # Sidekiq's default `dead_max_jobs`: beyond it the oldest dead jobs go
 DEAD_SET_NEAR_CAP_RATIO = 0.9
 LONG_JOB_SECONDS = 600  # longer than this, a job blocks deploys (Sidekiq waits 25 s on TERM)
+# sidekiq-cron never runs a tick its poller reaches more than a minute late
+# (`reschedule_grace_period`): a job this overdue has lost a run, whatever its period (five
+# for an every-minute job), and its poller runs every 30 s by default, so no healthy job is.
+CRON_OVERDUE_SECONDS = 300
 # Queues meant for long jobs, by name: a `long` part (`long`, `reports_long`, `long_exports`).
 LONG_JOB_QUEUES_REGEX = "(.+_)?long(_.+)?"
 # Job failures: the objective is that at most 1 % of executions of a class fail; a burn rate of
@@ -73,23 +77,33 @@ class Record:
 
 
 @dataclass(frozen=True)
-class Dashboard:
-    """Where an alert's `dashboard_url` points, and which of its labels become variables."""
+class DashboardLink:
+    """A dashboard an alert's `dashboard_url` points to, and which of its labels become variables.
+
+    monitoring.dashboards takes each dashboard's uid and title from here.
+    """
 
     uid: str
-    slug: str
+    title: str
     variables: tuple[str, ...]
 
+    @property
+    def slug(self) -> str:
+        """The URL slug Grafana derives from the title."""
+        return re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-")
 
-OVERVIEW = Dashboard("sidekiq-overview", "sidekiq-overview", ("job", "instance", "target"))
-QUEUES = Dashboard("sidekiq-queues", "sidekiq-queues", ("job", "instance", "target", "queue"))
-JOB_CLASSES = Dashboard(
-    "sidekiq-job-classes", "sidekiq-job-classes", ("job", "instance", "target", "class")
+
+OVERVIEW = DashboardLink("sidekiq-overview", "Sidekiq / Overview", ("job", "instance", "target"))
+QUEUES = DashboardLink("sidekiq-queues", "Sidekiq / Queues", ("job", "instance", "target", "queue"))
+JOB_CLASSES = DashboardLink(
+    "sidekiq-job-classes", "Sidekiq / Job classes", ("job", "instance", "target", "class")
 )
-PROCESSES = Dashboard("sidekiq-processes", "sidekiq-processes", ("job", "instance", "target"))
+PROCESSES = DashboardLink(
+    "sidekiq-processes", "Sidekiq / Processes and capacity", ("job", "instance", "target")
+)
 # The alerts on the monitoring path have no `target` (and `absent()` no `instance`) label.
-OVERVIEW_BY_INSTANCE = Dashboard(OVERVIEW.uid, OVERVIEW.slug, ("job", "instance"))
-OVERVIEW_BY_JOB = Dashboard(OVERVIEW.uid, OVERVIEW.slug, ("job",))
+OVERVIEW_BY_INSTANCE = replace(OVERVIEW, variables=("job", "instance"))
+OVERVIEW_BY_JOB = replace(OVERVIEW, variables=("job",))
 
 
 @dataclass(frozen=True)
@@ -103,7 +117,7 @@ class Alert:
     severity: str
     summary: str
     description: str
-    dashboard: Dashboard
+    dashboard: DashboardLink
     labels: tuple[tuple[str, str], ...] = ()
 
     def rule(self, config: Config) -> dict[str, Any]:
@@ -147,12 +161,32 @@ def _burn_expr(burns: tuple[tuple[str, str, float], ...]) -> str:
 
 
 def _burn_description(burns: tuple[tuple[str, str, float], ...]) -> str:
-    pairs = " or ".join(f"{rate:g}x over {long} and {short}" for long, short, rate in burns)
+    # $value: the failure ratio over the long window of the first pair that holds.
+    pairs = ", or ".join(f"above {rate:g} over {long} and {short}" for long, short, rate in burns)
     return (
-        "{{ $labels.class }} on {{ $labels.target }} fails "
-        "{{ $value | humanizePercentage }} of its executions, burning its "
-        f"{FAILURE_BUDGET:.0%} failure budget at {pairs}."
+        "Job class {{ $labels.class }} on {{ $labels.target }} fails "
+        "{{ $value | humanizePercentage }} of its executions against a failure budget of "
+        f"{FAILURE_BUDGET:.0%}: burn rate {pairs}."
     )
+
+
+def _queue_duration(metric: str) -> str:
+    """Template text: the alert's queue's `metric` at evaluation time, as a duration.
+
+    For descriptions that need a second number besides `$value` (the oldest job's wait and the
+    SLA next to a ratio); `?` if the series is gone.
+    """
+    labels = ("job", "instance", "target", "queue")
+    matchers = ", ".join(f"{label}=%q" for label in labels)
+    args = " ".join(f"$labels.{label}" for label in labels)
+    return (
+        f"{{{{ with printf `{metric}{{{matchers}}}` {args} | query }}}}"
+        "{{ . | first | value | humanizeDuration }}{{ else }}?{{ end }}"
+    )
+
+
+OLDEST_WAIT = _queue_duration("sidekiq_queue_latency_seconds")
+SLA = _queue_duration("sidekiq_queue_sla_seconds")
 
 
 JOB_CLASS_RECORDS = tuple(
@@ -176,7 +210,6 @@ def groups(config: Config) -> tuple[Group, ...]:
     Recording rules sit in the group of the alerts that read them: Prometheus runs the rules of
     one group in order at the same timestamp, while another group may run before or after.
     """
-    """Every rule group of the rule file, in order."""
     up = f'up{{job="{config.exporter_job}"}}'
     return (
         Group(
@@ -196,9 +229,10 @@ def groups(config: Config) -> tuple[Group, ...]:
                     severity="critical",
                     summary="A Sidekiq queue's oldest job has waited longer than the queue's SLA.",
                     description=(
-                        "Queue {{ $labels.queue }} on {{ $labels.target }} has been above its "
-                        "SLA for 5 minutes: its oldest job has waited at least "
-                        "{{ $value | humanizePercentage }} of the SLA throughout the last 2."
+                        "Queue {{ $labels.queue }} on {{ $labels.target }}: the oldest job has "
+                        f"waited {OLDEST_WAIT}, past the SLA of {SLA}. Over the SLA for 5 "
+                        "minutes (at least {{ $value | humanizePercentage }} of it throughout "
+                        "the last 2)."
                     ),
                     dashboard=QUEUES,
                 ),
@@ -210,9 +244,10 @@ def groups(config: Config) -> tuple[Group, ...]:
                     severity="warning",
                     summary="A Sidekiq queue's latency is close to the queue's SLA.",
                     description=(
-                        "Queue {{ $labels.queue }} on {{ $labels.target }} has waited more than "
-                        f"{SLA_WARNING_FRACTION:.0%} of its SLA for 10 minutes (at least "
-                        "{{ $value | humanizePercentage }} throughout the last 5)."
+                        "Queue {{ $labels.queue }} on {{ $labels.target }}: the oldest job has "
+                        f"waited {OLDEST_WAIT}, against an SLA of {SLA}. Over "
+                        f"{SLA_WARNING_FRACTION:.0%} of the SLA for 10 minutes (at least "
+                        "{{ $value | humanizePercentage }} of it throughout the last 5)."
                     ),
                     dashboard=QUEUES,
                 ),
@@ -231,7 +266,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     summary="Jobs wait in a Sidekiq queue that no live process listens to.",
                     description=(
                         "Queue {{ $labels.queue }} on {{ $labels.target }} has held at least "
-                        "{{ $value }} jobs for 10 minutes and no live Sidekiq process serves it."
+                        "{{ $value }} jobs for 10 minutes and no live Sidekiq process listens to "
+                        f"it; the oldest has waited {OLDEST_WAIT}."
                     ),
                     dashboard=QUEUES,
                 ),
@@ -254,8 +290,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     summary="A served Sidekiq queue holds jobs but none of them runs.",
                     description=(
                         "Queue {{ $labels.queue }} on {{ $labels.target }} has held at least "
-                        "{{ $value }} jobs for 15 minutes while live processes listen to it, and "
-                        "none of its jobs was running at any sample."
+                        "{{ $value }} jobs for 15 minutes and none of them ran, although live "
+                        f"processes listen to it; the oldest has waited {OLDEST_WAIT}."
                     ),
                     dashboard=QUEUES,
                 ),
@@ -287,8 +323,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     severity="critical",
                     summary="No Sidekiq process is alive.",
                     description=(
-                        "{{ $labels.target }} has had no live Sidekiq process for 7 minutes: "
-                        "no job runs."
+                        "Target {{ $labels.target }} has had no live Sidekiq process for 7 "
+                        "minutes: no job of any queue runs."
                     ),
                     dashboard=OVERVIEW,
                 ),
@@ -376,7 +412,8 @@ def groups(config: Config) -> tuple[Group, ...]:
                     description=(
                         "A {{ $labels.class }} job on queue {{ $labels.queue }} of "
                         "{{ $labels.target }} has been running for more than "
-                        "{{ $value | humanizeDuration }}."
+                        "{{ $value | humanizeDuration }} (limit outside queues for long jobs: "
+                        f"{LONG_JOB_SECONDS // 60} minutes)."
                     ),
                     dashboard=PROCESSES,
                 ),
@@ -411,6 +448,27 @@ def groups(config: Config) -> tuple[Group, ...]:
             ),
         ),
         Group(
+            "sidekiq.cron",
+            (
+                Alert(
+                    "SidekiqCronJobOverdue",
+                    f"min_over_time(sidekiq_cron_job_overdue_seconds[2m]) > {CRON_OVERDUE_SECONDS}",
+                    for_="3m",
+                    keep_firing_for="5m",
+                    severity="critical",
+                    summary="A sidekiq-cron job has stopped enqueuing on schedule.",
+                    description=(
+                        "Cron job {{ $labels.cron_job }}"
+                        "{{ with $labels.cron_namespace }} (namespace {{ . }}){{ end }} on "
+                        "{{ $labels.target }} is {{ $value | humanizeDuration }} past the tick "
+                        "it should have enqueued at (at least, throughout the last 2 minutes). "
+                        "sidekiq-cron does not run missed ticks: those runs are lost."
+                    ),
+                    dashboard=OVERVIEW,
+                ),
+            ),
+        ),
+        Group(
             "sidekiq.monitoring",
             (
                 Alert(
@@ -421,9 +479,9 @@ def groups(config: Config) -> tuple[Group, ...]:
                     severity="critical",
                     summary="The exporter cannot read Sidekiq's Redis, or its data is stale.",
                     description=(
-                        "sidekiq_up has been 0 for 5 minutes for {{ $labels.target }} on "
-                        "{{ $labels.instance }}: polls of its Redis fail or take too long, and "
-                        "its queues are not watched."
+                        "The exporter at {{ $labels.instance }} has had no fresh data from the "
+                        "Redis of target {{ $labels.target }} for 5 minutes (sidekiq_up 0): its "
+                        "polls fail or time out, and no queue there is watched."
                     ),
                     dashboard=OVERVIEW,
                 ),
@@ -466,17 +524,6 @@ def records(config: Config) -> tuple[Record, ...]:
     return tuple(r for g in groups(config) for r in g.rules if isinstance(r, Record))
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style throughout; multi-line strings (PromQL) as literal blocks."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
 HEADER = """\
 # Generated by `python -m monitoring` from monitoring/rules.py: edit that file, not this one.
 # Alerts and recording rules for sidekiq-exporter; every alert is explained in docs/runbooks.md.
@@ -499,6 +546,4 @@ def render(config: Config) -> str:
             for group in groups(config)
         ]
     }
-    # No line wrapping: a wrapped template or URL is hard to read and to grep.
-    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1_000_000, allow_unicode=True)
-    return HEADER + body
+    return HEADER + yaml_text.dump(doc)

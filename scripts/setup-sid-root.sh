@@ -23,11 +23,10 @@ STAMP="$SID_ROOT/.sid-root-stamp"
 SID_PACKAGES=(ruby-sidekiq redis-server valkey-server
               systemd-standalone-tmpfiles systemd-standalone-sysusers)
 START_NS=$(date +%s%N)
+# shellcheck source=lib/common.sh
+source "$REPO/scripts/lib/common.sh"
 # shellcheck source=lib/private-apt.sh
 source "$REPO/scripts/lib/private-apt.sh"
-
-log() { printf 'setup-sid-root: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 want_line="packages: ${SID_PACKAGES[*]}"
 
@@ -38,12 +37,7 @@ root_ok() {
 
 build_root() {
     [[ $(id -u) -eq 0 ]] || die "the sid root is missing or outdated; run as root to build it"
-    if ! command -v mmdebstrap >/dev/null; then
-        log "installing mmdebstrap"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get -o DPkg::Lock::Timeout=900 -qq update >&2
-        apt-get -o DPkg::Lock::Timeout=900 -y -qq install --no-install-recommends mmdebstrap >&2
-    fi
+    apt_install_missing mmdebstrap
     [[ -s /usr/share/keyrings/debian-archive-keyring.gpg ]] || die "debian-archive-keyring missing"
     local mirror tmp
     mirror=$(debian_mirror) || die "no Debian mirror in the system's apt sources"

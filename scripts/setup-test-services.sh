@@ -10,11 +10,11 @@
 #     with `dpkg -x` into .cache/sidekiq-7.3.2/ in the repository.
 #   * A Debian sid root in .cache/sid-root/ with Sidekiq 8.1 (Ruby 3.3), Redis 8 and Valkey 9
 #     (scripts/setup-sid-root.sh; programs in it run through scripts/in-sid-root.sh).
-#   * Prometheus 3 (sid), node and the npm test tools: scripts/setup-monitoring-tools.sh.
+#   * Prometheus 3 from Debian sid: scripts/setup-monitoring-tools.sh.
 #
 # Idempotent; takes well under a second when everything is already in place.
-# Needs root for apt-get install and to build the sid root (both skipped when nothing is
-# missing).
+# Needs root (or sudo) for apt-get install, root to build the sid root (both skipped when
+# nothing is missing).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,11 +23,10 @@ S7_DIR="$CACHE/sidekiq-7.3.2"
 APT_PRIV="$CACHE/apt-trixie"
 GEMS_REL="usr/share/rubygems-integration/all/gems"
 START_NS=$(date +%s%N)
+# shellcheck source=lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
 # shellcheck source=lib/private-apt.sh
 source "$ROOT/scripts/lib/private-apt.sh"
-
-log() { printf 'setup-test-services: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------------------
 # 1. Debian 12 packages
@@ -35,21 +34,7 @@ die() { log "ERROR: $*"; exit 1; }
 PKGS=(redis-server redis-sentinel ruby ruby-sidekiq ruby-sidekiq-cron ruby-concurrent ruby-rack
       prometheus prometheus-alertmanager openssl iproute2)
 
-missing=()
-for p in "${PKGS[@]}"; do
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [[ "$st" == installed ]] || missing+=("$p")
-done
-
-installed_now=0
-if ((${#missing[@]})); then
-    [[ $(id -u) -eq 0 ]] || die "missing packages (${missing[*]}); run as root"
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=900 -qq update >&2
-    apt-get -o DPkg::Lock::Timeout=900 -y -qq install --no-install-recommends "${missing[@]}" >&2
-    installed_now=1
-fi
+apt_install_missing "${PKGS[@]}"
 
 # Package scripts may have started system services that would collide with the tests'
 # ports (6379, 26379, 9090, 9100). Stop only those: they run as the service users, while
@@ -60,16 +45,16 @@ stop_service() { # <init-name> <user> <exe-name>
     pgrep -u "$user" -x "$exe" >/dev/null 2>&1 || return 0
     log "stopping system service $svc"
     if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
-        systemctl stop "$svc" >/dev/null 2>&1 || true
-        systemctl disable "$svc" >/dev/null 2>&1 || true
+        as_root systemctl stop "$svc" >/dev/null 2>&1 || true
+        as_root systemctl disable "$svc" >/dev/null 2>&1 || true
     fi
-    service "$svc" stop >/dev/null 2>&1 || true
+    as_root service "$svc" stop >/dev/null 2>&1 || true
     local pids i
     for i in 1 2 3 4 5 6 7 8 9 10; do
         pids=$(pgrep -u "$user" -x "$exe" || true)
         [[ -z "$pids" ]] && return 0
         # shellcheck disable=SC2086
-        if ((i == 5)); then kill -KILL $pids 2>/dev/null || true; else kill -TERM $pids 2>/dev/null || true; fi
+        if ((i == 5)); then as_root kill -KILL $pids 2>/dev/null || true; else as_root kill -TERM $pids 2>/dev/null || true; fi
         sleep 0.3
     done
     die "could not stop $svc (pids: $(pgrep -u "$user" -x "$exe" | tr '\n' ' '))"
@@ -179,5 +164,5 @@ read -r s7 rc7 cp7 <<<"$got7"
 echo "test services ready: redis-server $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/');" \
      "sidekiq $s6 (redis-rb $rb6, connection_pool $cp6, sidekiq-cron ${vcron%%-*});" \
      "sidekiq $s7 (redis-client $rc7, connection_pool $cp7) in ${S7_DIR#"$ROOT"/};" \
-     "promtool $(promtool --version 2>&1 | awk 'NR==1{print $3}'); installed_now=$installed_now; ${elapsed} ms"
+     "promtool $(promtool --version 2>&1 | awk 'NR==1{print $3}'); installed_now=$APT_INSTALLED; ${elapsed} ms"
 echo "$sid_line"

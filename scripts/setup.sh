@@ -10,31 +10,19 @@ cd "$ROOT"
 extras=""
 [[ "${1:-}" == "--dev" ]] && extras="[dev]"
 
-log() { printf 'setup: %s\n' "$*" >&2; }
-
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-        log "ERROR: need root (or sudo) to run: $*"; exit 1
-    fi
-}
+# shellcheck source=lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
 
 PYTHON="${PYTHON:-python3}"
 if ! command -v "$PYTHON" >/dev/null; then
-    log "installing python3 and python3-venv"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        python3 python3-venv >/dev/null
+    apt_install_missing python3 python3-venv
 fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    log "ERROR: Python >= 3.11 is required ($PYTHON: $("$PYTHON" --version 2>&1 || echo missing))"
-    exit 1
+    die "Python >= 3.11 is required ($PYTHON: $("$PYTHON" --version 2>&1 || echo missing))"
 fi
 if [[ ! -x .venv/bin/python ]]; then
     if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
-        log "installing python3-venv"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            python3-venv >/dev/null
+        apt_install_missing python3-venv
     fi
     log "creating .venv"
     "$PYTHON" -m venv .venv

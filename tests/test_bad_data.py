@@ -2,7 +2,8 @@
 
 Everything the reader parses is fuzzed: queue tails, process `info` and hash fields, work-hash
 values, `j|` fields and histogram strings (random bytes and random JSON, big and non-finite
-numbers included), and every key the reader touches is given every wrong Redis type.
+numbers included), sidekiq-cron job hashes (times and cron lines), and every key the reader
+touches is given every wrong Redis type.
 
 The world tests go through the whole poll path as the daemon wires it (Reader, Deriver, Poller,
 collector, text exposition; tests/support/pipeline.py) on fakeredis, and check each skip reason
@@ -33,6 +34,7 @@ from exporter import cardinality, metrics
 from exporter.cardinality import LABEL_TOO_LONG
 from exporter.model import HISTOGRAM_BUCKETS, ProcessSample, RunningJob
 from exporter.sidekiq import decode
+from exporter.sidekiq.cron_schedule import UNPARSEABLE_CRON
 from exporter.sidekiq.decode import Skip
 from exporter.sidekiq.keys import KeyNames
 from exporter.sidekiq.reader import PROCESS_FIELDS
@@ -40,7 +42,7 @@ from tests.support.pipeline import Pipeline
 from tests.support.redis_server import RedisServer
 
 KEYS = KeyNames()
-SKIP_REASONS = set(decode.REASONS) | set(cardinality.REASONS)
+SKIP_REASONS = set(decode.REASONS) | set(cardinality.REASONS) | {UNPARSEABLE_CRON}
 # Moderate example counts keep this file at a few seconds; no example database in the tree.
 FAST = settings(
     max_examples=150,
@@ -101,6 +103,9 @@ NOT_A_JSON_OBJECT = (
 ).filter(lambda raw: json_object_or_none(raw) is None)
 NOT_NUMERIC = st.binary(max_size=16).filter(
     lambda raw: decode.parse_float(raw) is None and decode.parse_int(raw) is None
+)
+NOT_A_TIME = st.binary(min_size=1, max_size=24).filter(
+    lambda raw: isinstance(decode.cron_enqueue_time(raw), Skip)
 )
 TIMESTAMP_FIELDS = st.fixed_dictionaries(
     {},
@@ -416,6 +421,30 @@ def worlds(draw: st.DrawFn) -> tuple[Callable[[redis.Redis, float], None], Plan]
         )
         writes.append(lambda c, now, k=stat, v=value: c.set(k, v))
 
+    for index in range(draw(st.integers(0, 3))):
+        time_kind, line_kind = draw(KIND), draw(KIND)
+        times = {"valid": st.just(b"2025-02-14 08:00:00 +0000"), "garbage": NOT_A_TIME}
+        lines = {"valid": st.just(b"*/5 * * * *"), "garbage": st.just(b"every day at noon")}
+        job_fields = {
+            b"status": b"enabled",
+            b"cron": draw(lines.get(line_kind, RAW)),
+            b"last_enqueue_time": draw(times.get(time_kind, RAW)),
+        }
+        if time_kind == "random":
+            job_fields[b"status"] = draw(st.sampled_from([b"enabled", b"disabled"]) | RAW)
+        plan.add(time_kind, decode.INVALID_CRON_JOB)
+        # The line is evaluated only for a job that decodes and is enabled.
+        if time_kind == "valid":
+            plan.add(line_kind, UNPARSEABLE_CRON)
+        elif time_kind == "random" and line_kind != "valid":
+            plan.maybe[UNPARSEABLE_CRON] += 1
+        writes.append(
+            lambda c, now, n=f"cron_job:default:job{index}", f=job_fields: (
+                c.sadd("cron_jobs:default", n),
+                c.hset(n, mapping=f),  # type: ignore[arg-type]
+            )
+        )
+
     scores = st.floats(allow_nan=False, allow_infinity=True)
     for zset in ("schedule", "retry", "dead"):
         members = draw(st.dictionaries(st.binary(max_size=16), scores, max_size=3))
@@ -510,6 +539,8 @@ class Key:
 IDENTITY = "w:1:abc"
 QUEUE = "default"
 JOB_CLASS = "HardJob"
+CRON_1_JOB = "cron_job:tick"  # sidekiq-cron 1.x
+CRON_2_JOB = "cron_job:default:nightly"  # 2.x
 
 
 def reader_keys(now: float) -> list[Key]:
@@ -530,6 +561,12 @@ def reader_keys(now: float) -> list[Key]:
         Key(f"{IDENTITY}:workers", "hash", 1, needs=IDENTITY),
         Key(metrics, "hash", 1),
         Key(KEYS.histogram_v8(JOB_CLASS, minute), "string", 1, needs=metrics),
+        Key(KEYS.leader, "string", 1),
+        # A refused SSCAN page ends the set's read: its SCARD is not looked at.
+        Key(KEYS.cron_jobs, "set", 1),
+        Key(KEYS.cron_namespace("default"), "set", 1),
+        Key(CRON_1_JOB, "hash", 1, needs=KEYS.cron_jobs),  # HMGET
+        Key(CRON_2_JOB, "hash", 1, needs=KEYS.cron_namespace("default")),
     ]
 
 
@@ -556,6 +593,14 @@ def write_right(client: redis.Redis, key: Key) -> None:
         client.hset(key.name, "tid", dumps(entry))
     elif key.name.startswith("j|"):
         client.hset(key.name, f"{JOB_CLASS}|p", 3)
+    elif key.name == KEYS.leader:
+        client.set(key.name, IDENTITY)
+    elif key.name == KEYS.cron_jobs:
+        client.sadd(key.name, CRON_1_JOB)
+    elif key.name == KEYS.cron_namespace("default"):
+        client.sadd(key.name, CRON_2_JOB)
+    elif key.name.startswith("cron_job:"):
+        client.hset(key.name, mapping={"status": "enabled", "cron": "* * * * *"})
     else:  # the histogram
         client.set(key.name, b"\x00\x01" * HISTOGRAM_BUCKETS)
 

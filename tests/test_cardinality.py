@@ -1,5 +1,5 @@
-"""Cardinality: allow/deny regexes and caps per kind (queues, job classes, processes), selector
-to /metrics."""
+"""Cardinality: allow/deny regexes and caps per kind (queues, job classes, processes, cron
+jobs), label length, selector to /metrics."""
 
 from __future__ import annotations
 
@@ -20,11 +20,17 @@ from exporter.cardinality import (
     PROCESS_LIMIT,
     QUEUE_LIMIT,
     QUEUE_LIMIT_REACHED,
+    CronJobSelector,
     JobClassSelector,
     ProcessSelector,
     QueueSelector,
 )
-from exporter.logs import JOB_CLASS_LIMIT_REACHED, LABEL_VALUE_TOO_LONG, PROCESS_LIMIT_REACHED
+from exporter.logs import (
+    CRON_JOB_LIMIT_REACHED,
+    JOB_CLASS_LIMIT_REACHED,
+    LABEL_VALUE_TOO_LONG,
+    PROCESS_LIMIT_REACHED,
+)
 from exporter.model import ProcessSample, QueueSample, RunningJob
 from exporter.sidekiq.reader import Reader
 from tests.support.exporter_process import ExporterProcess
@@ -285,6 +291,26 @@ async def test_no_label_value_from_redis_exceeds_the_limit(
     }
     assert scrape.value("sidekiq_busy_workers", **t) == 0  # from the processes' busy counts
     assert scrape.value("sidekiq_queue_busy_workers", **t, queue="default") == 1
+
+
+def test_cron_jobs_by_namespace_and_name_stable_across_polls() -> None:
+    selector = CronJobSelector("main", limit=2)
+    jobs = [("default", "c"), ("", "b"), ("default", "a")]
+    with capture_logs() as logs:
+        assert selector.select(jobs) == ([("", "b"), ("default", "a")], 1)
+        # A job that sorts first appears: those exported last time stay.
+        assert selector.select([("", "a"), *jobs], unread=3) == ([("", "b"), ("default", "a")], 5)
+    assert [e["event"] for e in logs] == [CRON_JOB_LIMIT_REACHED]  # once per target
+    assert CronJobSelector().select(jobs) == (jobs, 0)  # no limit: every job, as found
+
+
+def test_cron_allow_deny_on_the_job_name_and_sets_within_the_limit() -> None:
+    selector = CronJobSelector(allow=re.compile("report_.*"), deny=re.compile(".*_tmp"))
+    jobs = [("a", "report_daily"), ("b", "report_tmp"), ("report_x", "other")]
+    assert selector.select(jobs) == ([("a", "report_daily")], 0)
+    # Each set holds a job at least: no more sets are read than jobs can be exported.
+    assert CronJobSelector(limit=2).sets(["", "b", "c"]) == (["", "b"], 1)
+    assert CronJobSelector().sets(["", "b", "c"]) == (["", "b", "c"], 0)
 
 
 # --- the reader ----------------------------------------------------------------------------

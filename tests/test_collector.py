@@ -13,6 +13,8 @@ from exporter import __version__
 from exporter.collector import HISTOGRAM_LE, SidekiqCollector
 from exporter.model import (
     HISTOGRAM_BUCKETS,
+    CronJobSample,
+    CronJobSchedule,
     JobClassTotals,
     ProcessSample,
     QueueSample,
@@ -302,3 +304,45 @@ def test_exposition_parses_and_help_says_sampling_interval() -> None:
         for s in family.samples:
             assert "target" in s.labels or s.name == "sidekiq_exporter_build_info"
             assert not {"job", "instance", "type", "cluster", "env"} & set(s.labels)
+
+
+def test_cron_families_and_leader() -> None:
+    jobs = (
+        CronJobSchedule(CronJobSample("", "tick", True, "* * * * *", NOW - 20), NOW + 40),
+        CronJobSchedule(CronJobSample("default", "late", True, "0 * * * *", NOW - 7200), NOW - 90),
+        CronJobSchedule(CronJobSample("default", "off", False, "0 * * * *", None), None),
+        CronJobSchedule(CronJobSample("default", "odd", True, "every day", NOW - 9), None),
+    )
+    sample = replace(make_sample(), cron_jobs=tuple(s.job for s in jobs), leader="w1:1:a")
+    r = registry_for(make_status(replace(make_snapshot(sample), cron_jobs=jobs)))
+    assert value(r, "sidekiq_cron_jobs", status="enabled") == 3
+    assert value(r, "sidekiq_cron_jobs", status="disabled") == 1
+    tick = {"cron_namespace": "", "cron_job": "tick"}
+    late = {"cron_namespace": "default", "cron_job": "late"}
+    assert value(r, "sidekiq_cron_job_enabled", **tick) == 1
+    assert value(r, "sidekiq_cron_job_last_enqueue_timestamp_seconds", **tick) == NOW - 20
+    assert value(r, "sidekiq_cron_job_next_expected_timestamp_seconds", **tick) == NOW + 40
+    assert value(r, "sidekiq_cron_job_overdue_seconds", **tick) == 0
+    assert value(r, "sidekiq_cron_job_overdue_seconds", **late) == 90  # on Redis TIME
+    off = {"cron_namespace": "default", "cron_job": "off"}
+    assert value(r, "sidekiq_cron_job_enabled", **off) == 0
+    # Never enqueued, disabled: no timestamps, no schedule.
+    for name in (
+        "sidekiq_cron_job_last_enqueue_timestamp_seconds",
+        "sidekiq_cron_job_next_expected_timestamp_seconds",
+        "sidekiq_cron_job_overdue_seconds",
+    ):
+        assert value(r, name, **off) is None
+    odd = {"cron_namespace": "default", "cron_job": "odd"}
+    assert value(r, "sidekiq_cron_job_last_enqueue_timestamp_seconds", **odd) == NOW - 9
+    assert value(r, "sidekiq_cron_job_overdue_seconds", **odd) is None  # cannot be evaluated
+    assert value(r, "sidekiq_leader_info", identity="w1:1:a") == 1
+
+
+def test_cron_not_read_no_cron_family_and_no_leader_no_info() -> None:
+    r = registry_for(make_status(make_snapshot()))  # `cron_jobs` None: --no-collect.cron
+    names = {m.name for m in r.collect()}
+    assert not {n for n in names if n.startswith(("sidekiq_cron", "sidekiq_leader"))}
+    empty = registry_for(make_status(make_snapshot(replace(make_sample(), cron_jobs=()))))
+    assert value(empty, "sidekiq_cron_jobs", status="enabled") == 0
+    assert value(empty, "sidekiq_cron_jobs", status="disabled") == 0

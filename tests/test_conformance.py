@@ -52,7 +52,7 @@ from tests.support.conformance import (
     work_of,
 )
 from tests.support.exporter_process import MetricNotFoundError, Scrape, labels_of
-from tests.support.families import ALL_FAMILIES, JOB_CLASS_FAMILIES
+from tests.support.families import ALL_FAMILIES, CRON_JOB_FAMILIES, JOB_CLASS_FAMILIES
 from tests.support.redis_server import REDIS_7_0, SERVERS, encode_command
 from tests.support.resp_proxy import RespCommandParser, command_name
 from tests.support.sidekiq import VERSIONS
@@ -62,15 +62,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.conformance]
 T = TARGET
 
 # Every family of issue 2 that this scenario must produce (sample names as exposed): all of them
-# but the per-class job families (Sidekiq 7+ only, checked on their own below), the queue SLA
-# families (tested in tests/test_sla.py) and the skipped-items counter (nothing is skipped here).
+# but the per-class job families (Sidekiq 7+ only, checked on their own below), the per-cron-job
+# families (where sidekiq-cron runs: 6.4.1 here), the queue SLA families (tested in
+# tests/test_sla.py), Sidekiq Enterprise's leader and the skipped-items counter (nothing is
+# skipped here).
 FAMILIES = (
     ALL_FAMILIES
     - JOB_CLASS_FAMILIES
+    - CRON_JOB_FAMILIES
     - {
         "sidekiq_queue_info",
         "sidekiq_queue_sla_seconds",
         "sidekiq_queue_sla_breach_seconds_total",
+        "sidekiq_leader_info",
         "sidekiq_exporter_skipped_items_total",
     }
 )
@@ -463,10 +467,13 @@ def test_every_family_produced(run: ConformanceRun) -> None:
     s: Scrape = run.scrape
     missing = FAMILIES - s.names
     assert not missing, f"families missing: {sorted(missing)}"
+    # sidekiq-cron 1.8.0's jobs (one with a time zone) fired: every per-job family is there.
+    assert (s.names >= CRON_JOB_FAMILIES) is run.version.has_cron
     assert s.value("sidekiq_up", **T) == 1
     assert s.value("sidekiq_exporter_redis_round_trips", **T) == 2
     assert s.value("sidekiq_exporter_polls_total", **T, result="error") == 0
-    # Nothing in a real Sidekiq's Redis (cron hashes, zsets and lists included) is skipped.
+    # Nothing in a real Sidekiq's Redis (cron hashes, zsets and lists included) is skipped,
+    # and sidekiq-cron's lines (a zone suffix among them) all evaluate.
     assert s.total("sidekiq_exporter_skipped_items_total") == 0
     assert s.types["sidekiq_processed_jobs"] == "counter"
 

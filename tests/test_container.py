@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from exporter.settings import LISTEN_ADDRESS
 from tests.support.container import (
     INSTALL_HINT,
     REPO_ROOT,
@@ -76,6 +77,14 @@ def test_dockerfile_labels_match_pyproject() -> None:
     assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]
 
 
+def test_dockerfile_port_is_the_exporters_default() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    exposed = re.findall(r"^EXPOSE (.+)$", text, flags=re.MULTILINE)
+    assert exposed == [str(LISTEN_ADDRESS.default[1])]
+    # The HEALTHCHECK's address: the exporter's, from its variable or its default.
+    assert f"'{LISTEN_ADDRESS.env}', '{LISTEN_ADDRESS.default_text}'" in text
+
+
 @pytest.fixture(scope="module")
 def image() -> Iterator[BuiltImage]:
     if missing := missing_tools():
@@ -91,7 +100,7 @@ def test_image_follows_the_container_conventions(image: BuiltImage) -> None:
     assert int(uid) != 0
     assert config["Entrypoint"] == ["/opt/sidekiq-exporter/bin/sidekiq-exporter"]  # exec form
     assert image_environment(config)["PYTHONUNBUFFERED"] == "1"
-    assert "8743/tcp" in config["ExposedPorts"]
+    assert f"{LISTEN_ADDRESS.default[1]}/tcp" in config["ExposedPorts"]
     test = image.info["Healthcheck"]["Test"]
     assert test[0] == "CMD", test
     assert test[1].endswith("/python"), test  # Python, no curl in the image
@@ -127,6 +136,9 @@ def test_image_runs_read_only_as_its_user_and_serves_sidekiq_data(
             "within_5_seconds", writer.job("HardJob", enqueued_at=seconds - 2, jid=f"{n:024}")
         )
     writer.stats(processed=42, failed=1)
+    # A cron line naming a zone: the image has no system tz database, so the zone must come
+    # from the tzdata package the exporter depends on.
+    writer.cron_job("berlin_report", "0 9 * * * Europe/Berlin", last_enqueue=seconds - 60)
 
     port = free_port()
     env = image_environment(image.config)
@@ -169,6 +181,10 @@ def test_image_runs_read_only_as_its_user_and_serves_sidekiq_data(
             assert scrape.value("sidekiq_queue_enqueued_jobs", **queue) == 3
             assert scrape.value("sidekiq_queue_latency_seconds", **queue) >= 2
             assert scrape.value("sidekiq_processed_jobs_total", target="default") == 42
+            cron = {"target": "default", "cron_namespace": "default", "cron_job": "berlin_report"}
+            assert scrape.value("sidekiq_cron_job_next_expected_timestamp_seconds", **cron) > 0
+            assert scrape.get("sidekiq_exporter_skipped_items_total", None, target="default",
+                              reason="unparseable_cron") is None  # fmt: skip
 
             checked = container.exec(healthcheck)
             assert checked.returncode == 0, checked.stderr

@@ -30,12 +30,13 @@ import yaml
 from exporter.demo.layout import V7, SidekiqWriter
 from exporter.demo.simulation import Simulation
 from monitoring import dashboards, grafana, rules
+from monitoring.config import Config
 from tests.support.exporter_process import ExporterProcess
+from tests.support.node import NODE_MODULES, node
 from tests.support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_TOOLS = REPO / ".cache" / "node-tools" / "node_modules"
-GRAFANA_TYPES = NODE_TOOLS / "@grafana" / "schema" / "dist" / "types" / "raw" / "dashboard" / "x"
+GRAFANA_TYPES = NODE_MODULES / "@grafana" / "schema" / "dist" / "types" / "raw" / "dashboard" / "x"
 SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
 MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 RATE_CALL = re.compile(r"\b(rate|increase|irate)\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")
@@ -51,13 +52,11 @@ def rendered() -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def grafana_schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Grafana's classic dashboard model as a JSON Schema, generated from @grafana/schema."""
-    generator = NODE_TOOLS / "ts-json-schema-generator" / "bin" / "ts-json-schema-generator.js"
+    generator = NODE_MODULES / "ts-json-schema-generator" / "bin" / "ts-json-schema-generator.js"
     types = GRAFANA_TYPES / "types.gen.d.ts"
-    if not generator.is_file() or not types.is_file():
-        pytest.fail("npm test tools missing: run scripts/setup-test-services.sh", pytrace=False)
     out = tmp_path_factory.mktemp("schema") / "dashboard.schema.json"
     subprocess.run(
-        ["node", str(generator), "--path", str(types), "--type", "Dashboard",
+        [node(), str(generator), "--path", str(types), "--type", "Dashboard",
          "--no-type-check", "--out", str(out)],
         check=True, timeout=120, capture_output=True,
     )  # fmt: skip
@@ -215,3 +214,16 @@ def test_rate_and_quantiles_only_read_counters_and_histograms(real_metrics: str)
     # And the check bites: a gauge under rate() is refused.
     assert types["sidekiq_queue_enqueued_jobs"] == "gauge"
     assert not is_counter_or_histogram("sidekiq_queue_enqueued_jobs", types)
+
+
+def test_alert_links_point_at_the_dashboards_by_uid_and_grafanas_slug() -> None:
+    links = {rules.OVERVIEW, rules.QUEUES, rules.JOB_CLASSES, rules.PROCESSES}
+    by_uid = rendered()
+    assert {link.uid for link in links} == set(by_uid)
+    for link in links:
+        assert by_uid[link.uid]["title"] == link.title
+    # Grafana's slug of a title: lower case, each run of other characters one dash.
+    assert rules.PROCESSES.slug == "sidekiq-processes-and-capacity"
+    assert rules.JOB_CLASSES.slug == "sidekiq-job-classes"
+    used = {r.dashboard for r in rules.alerts(Config.default())}
+    assert {(link.uid, link.title) for link in used} <= {(link.uid, link.title) for link in links}

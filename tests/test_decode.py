@@ -1,12 +1,13 @@
 """Decoders for every generation's shapes (docs/redis-layout.md), and bad data."""
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
 
-from exporter.model import HISTOGRAM_BUCKETS, ProcessSample, RunningJob
+from exporter.model import HISTOGRAM_BUCKETS, CronJobSample, ProcessSample, RunningJob
 from exporter.sidekiq import decode
 from exporter.sidekiq.decode import Skip
 
@@ -340,4 +341,85 @@ def test_histogram_reply_unreadable_is_none_and_bitfield_refusal_is_recognised()
     assert decode.bitfield_ro_refused([ResponseError("ERR unknown command 'BITFIELD_RO'")])
     assert decode.bitfield_ro_refused([ResponseError("NOPERM this user has no permissions")])
     assert not decode.bitfield_ro_refused([ResponseError("WRONGTYPE x")])
+    assert skipped == {decode.COMMAND_ERROR: 1}
+
+
+# --- sidekiq-cron -------------------------------------------------------------------------------
+
+ENQUEUED = datetime(2025, 2, 14, 8, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"2025-02-14 08:00:00 +0000",  # what an enqueue writes (strftime %z)
+        b"2025-02-14 08:00:00 UTC",  # 1.x's save of a loaded job (Time#to_s)
+        b"2025-02-14 09:00:00 +0100",
+        b"2025-02-14T08:00:00Z",  # DateTime.parse takes ISO 8601 too
+        b"2025-02-14 08:00:00",  # no zone: UTC
+    ],
+)
+def test_cron_enqueue_time_formats(raw: bytes) -> None:
+    assert decode.cron_enqueue_time(raw) == ENQUEUED
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"  "])
+def test_cron_enqueue_time_empty_is_never(raw: bytes | None) -> None:
+    assert decode.cron_enqueue_time(raw) is None
+
+
+@pytest.mark.parametrize("raw", [b"yesterday", b"2025-02-30 08:00:00 +0000", b"\xff\xfe"])
+def test_cron_enqueue_time_garbage_is_skipped(raw: bytes) -> None:
+    assert decode.cron_enqueue_time(raw) == Skip(decode.INVALID_CRON_JOB)
+
+
+def test_cron_job_from_its_fields() -> None:
+    job = decode.decode_cron_job("default", "nightly", [b"enabled", b"0 3 * * *", b""])
+    assert job == CronJobSample("default", "nightly", True, "0 3 * * *", None)
+    # sidekiq-cron reads a missing status as enabled, and anything but "enabled" as disabled.
+    missing = decode.decode_cron_job("", "x", [None, b"* * * * *", b"2025-02-14 08:00:00 UTC"])
+    assert missing == CronJobSample("", "x", True, "* * * * *", ENQUEUED)
+    paused = decode.decode_cron_job("", "x", [b"paused", b"* * * * *", None])
+    assert isinstance(paused, CronJobSample)
+    assert not paused.enabled
+    # The hash is gone (a member left behind): nothing, and nothing counted.
+    assert decode.decode_cron_job("", "x", [None, None, None]) is None
+    bad_time = decode.decode_cron_job("", "x", [b"enabled", b"* * * * *", b"soon"])
+    assert bad_time == Skip(decode.INVALID_CRON_JOB)
+
+
+def test_cron_set_reads_one_page_and_counts_what_it_left() -> None:
+    skipped = decode.Skipped()
+    whole = [b"0", [b"cron_job:a", b"cron_job:b", b"cron_job:a"]]
+    assert decode.cron_set(whole, 2, skipped) == (["cron_job:a", "cron_job:b"], 0)
+    partial = [b"1234", [b"cron_job:a", b"cron_job:b"]]
+    assert decode.cron_set(partial, 100_000, skipped) == (["cron_job:a", "cron_job:b"], 99_998)
+    wrong = ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    assert decode.cron_set(wrong, wrong, skipped) == ([], 0)
+    assert skipped == {decode.WRONG_TYPE: 1}  # SCARD is not read after a refused page
+
+
+def test_cron_jobs_section_one_hmget_per_job() -> None:
+    skipped = decode.Skipped()
+    jobs = [("", "a"), ("default", "b"), ("default", "gone"), ("default", "bad")]
+    wrong = ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    replies: list[object] = [
+        [b"enabled", b"* * * * *", b""],
+        wrong,
+        [None, None, None],
+        [b"enabled", b"* * * * *", b"garbage"],
+    ]
+    assert decode.cron_jobs(jobs, replies, skipped) == [
+        CronJobSample("", "a", True, "* * * * *", None)
+    ]
+    assert skipped == {decode.WRONG_TYPE: 1, decode.INVALID_CRON_JOB: 1}
+
+
+def test_namespace_page_and_leader_replies() -> None:
+    skipped = decode.Skipped()
+    page = [b"0", [b"cron_jobs:default", b"cron_jobs:default"]]
+    assert decode.namespace_page(page, skipped) == (b"0", ["cron_jobs:default"])
+    assert decode.namespace_page(ResponseError("ERR syntax error"), skipped) is None
+    assert decode.text_reply(b"host:1:0123456789ab", skipped) == "host:1:0123456789ab"
+    assert decode.text_reply(None, skipped) is None
     assert skipped == {decode.COMMAND_ERROR: 1}

@@ -8,7 +8,12 @@ import fakeredis
 import pytest
 
 from exporter.demo.layout import V7, SidekiqWriter
-from exporter.demo.simulation import Simulation
+from exporter.demo.simulation import (
+    DEMO_CRON_FIRING,
+    DEMO_CRON_STOPPED,
+    DEMO_CRON_STOPPED_SECONDS,
+    Simulation,
+)
 from exporter.derive import Deriver
 from exporter.sidekiq.reader import Reader
 
@@ -37,6 +42,18 @@ async def test_simulation_feeds_every_family() -> None:
     assert sum(t.executions for t in snapshot.job_classes.values()) > 50
     assert "ActionMailer::MailDeliveryJob" in snapshot.job_classes  # wrapped class
     assert sample.skipped == {}
+    # sidekiq-cron: one job firing every minute of the simulated two, one stopped before.
+    cron = {s.job.name: s for s in snapshot.cron_jobs}
+    firing, stopped = cron[DEMO_CRON_FIRING[0]], cron[DEMO_CRON_STOPPED[0]]
+    last_minute = (start + 119) // 60 * 60
+    assert last_minute > start
+    assert firing.job.last_enqueue_timestamp is not None
+    assert int(firing.job.last_enqueue_timestamp) // 60 * 60 == last_minute
+    assert firing.next_expected == last_minute + 60
+    assert stopped.job.last_enqueue_timestamp == int(start - DEMO_CRON_STOPPED_SECONDS)
+    assert stopped.next_expected is not None
+    assert stopped.next_expected <= start  # a tick of */5 passed since: overdue in the demo
+    assert snapshot.skipped == {}
 
 
 def test_simulation_start_time_is_taken_per_instance(monkeypatch: pytest.MonkeyPatch) -> None:

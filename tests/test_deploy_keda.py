@@ -8,9 +8,10 @@ from typing import Any
 
 import yaml
 
+from monitoring import rules
 from tests.support.deploy import (
     DEPLOY,
-    LATENCY_OVER_SLA_RULE,
+    REPO_ROOT,
     crd_schema_errors,
     manifests,
     only,
@@ -44,12 +45,30 @@ def test_one_prometheus_trigger_per_queue_on_the_latency_over_sla_rule() -> None
     for queue, query in queries.items():
         # Exactly one series per trigger (KEDA refuses several): one queue, aggregated to it.
         assert re.fullmatch(
-            rf"max by \(target, queue\) \({re.escape(LATENCY_OVER_SLA_RULE)}"
+            rf"max by \(target, queue\) \({re.escape(rules.LATENCY_OVER_SLA)}"
             rf'\{{target="[^"]+", queue="{re.escape(queue)}"\}}\)',
             query,
         ), query
     names = [t["name"] for t in SPEC["triggers"]]
     assert len(set(names)) == len(names)
+
+
+def test_the_queries_select_the_target_of_the_shipped_exporter_config() -> None:
+    configmap = only(manifests(DEPLOY / "kubernetes"), "ConfigMap")
+    config = yaml.safe_load(configmap["data"]["config.yml"])
+    targets = {target["name"] for target in config["targets"]}
+    for query in scaledobject_queries().values():
+        (target,) = re.findall(r'\btarget="([^"]+)"', query)
+        assert target in targets, (target, targets)
+
+
+def test_every_recording_rule_the_queries_read_is_in_the_rule_file() -> None:
+    shipped = yaml.safe_load((REPO_ROOT / rules.RULE_FILE).read_text(encoding="utf-8"))
+    records = {r["record"] for g in shipped["groups"] for r in g["rules"] if "record" in r}
+    for query in scaledobject_queries().values():
+        used = set(re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", query))
+        assert used, query
+        assert used <= records, used - records
 
 
 def test_triggers_use_value_string_thresholds_and_fail_on_missing_data() -> None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import tomllib
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import redis
 import yaml
 
+from exporter.settings import LISTEN_ADDRESS
+from monitoring import prometheusrule, rules
+from monitoring.config import DEFAULT_EXPORTER_JOB
 from tests.support.deploy import (
     DEPLOY,
     REPO_ROOT,
@@ -30,19 +31,6 @@ FOUND = manifests(KUBERNETES)
 KUSTOMIZATION = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text(encoding="utf-8"))
 # An older Kubernetes many clusters still run, and kubernetes-validate's newest.
 KUBERNETES_VERSIONS = ("1.32", None)
-
-
-def _generator() -> ModuleType:
-    path = KUBERNETES / "generate_prometheusrule.py"
-    spec = importlib.util.spec_from_file_location("generate_prometheusrule", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generator = _generator()
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -130,7 +118,7 @@ def test_probes_service_and_servicemonitor_meet_on_the_named_port() -> None:
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     (port,) = container["ports"]
-    assert port["containerPort"] == 8743
+    assert port["containerPort"] == LISTEN_ADDRESS.default[1]  # the exporter's default
     assert port["name"] == "http-metrics"
     assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": port["name"]}
     assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": port["name"]}
@@ -141,12 +129,21 @@ def test_probes_service_and_servicemonitor_meet_on_the_named_port() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     (service_port,) = service["spec"]["ports"]
     assert service_port["targetPort"] == port["name"]
+    assert service_port["port"] == port["containerPort"]
 
     monitor = only(FOUND, "ServiceMonitor")
     service_labels = {**service["metadata"].get("labels", {}), **_kustomize_labels()}
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service_port["name"]]
     assert [e["path"] for e in monitor["spec"]["endpoints"]] == ["/metrics"]
+
+
+def test_the_service_name_is_the_scrape_job_the_alerts_watch() -> None:
+    # The Prometheus Operator names a ServiceMonitor's job after the Service (unless jobLabel
+    # says otherwise); SidekiqExporterDown and SidekiqExporterAbsent select that job.
+    monitor = only(FOUND, "ServiceMonitor")
+    assert "jobLabel" not in monitor["spec"]
+    assert only(FOUND, "Service")["metadata"]["name"] == DEFAULT_EXPORTER_JOB
 
 
 def _kustomize_labels() -> dict[str, str]:
@@ -156,60 +153,46 @@ def _kustomize_labels() -> dict[str, str]:
     return labels
 
 
-def test_prometheusrule_is_generated_from_the_rule_files() -> None:
-    committed = (KUBERNETES / "prometheusrule.yaml").read_text(encoding="utf-8")
-    files = generator.rule_files()
-    assert committed == generator.render(files), (
-        "deploy/kubernetes/prometheusrule.yaml is stale: run "
-        "`.venv/bin/python deploy/kubernetes/generate_prometheusrule.py`"
-    )
-    assert yaml.safe_load(committed)["spec"]["groups"] == generator.groups_of(files)
+def test_prometheusrule_holds_the_groups_promtool_tests() -> None:
+    # That the committed file is what `python -m monitoring` writes: test_monitoring_rules.py.
+    resource = yaml.safe_load((REPO_ROOT / prometheusrule.PROMETHEUS_RULE_FILE).read_text())
+    rule_file = yaml.safe_load((REPO_ROOT / rules.RULE_FILE).read_text())
+    assert resource == only(FOUND, "PrometheusRule")
+    assert resource["spec"]["groups"] == rule_file["groups"]
 
 
-def test_the_generator_carries_rule_groups_unchanged(tmp_path: Path) -> None:
-    first = {
-        "groups": [
-            {
-                "name": "sidekiq-recording",
-                "interval": "15s",
-                "rules": [
-                    {
-                        "record": "target_queue:example:ratio",
-                        "expr": "max by (target, queue) (\n  sidekiq_queue_latency_seconds\n)\n",
-                    }
-                ],
-            }
-        ]
-    }
-    second = {
-        "groups": [
-            {
-                "name": "sidekiq-alerts",
-                "rules": [
-                    {
-                        "alert": "SidekiqExampleDown",
-                        "expr": "sidekiq_up == 0",
-                        "for": "5m",
-                        "labels": {"severity": "critical"},
-                        "annotations": {"description": "{{ $labels.target }} is down.\n"},
-                    }
-                ],
-            }
-        ]
-    }
-    (tmp_path / "b.rules.yml").write_text(yaml.safe_dump(second))
-    (tmp_path / "a.rules.yml").write_text(yaml.safe_dump(first))
-    (tmp_path / "notes.yml").write_text("not: a rule file\n")
-    files = generator.rule_files(tmp_path)
-    assert [f.name for f in files] == ["a.rules.yml", "b.rules.yml"]
-    rendered = generator.render(files)
+def test_the_prometheusrule_carries_rule_groups_unchanged() -> None:
+    groups = [
+        {
+            "name": "sidekiq-recording",
+            "interval": "15s",
+            "rules": [
+                {
+                    "record": "target_queue:example:ratio",
+                    "expr": "max by (target, queue) (\n  sidekiq_queue_latency_seconds\n)\n",
+                }
+            ],
+        },
+        {
+            "name": "sidekiq-alerts",
+            "rules": [
+                {
+                    "alert": "SidekiqExampleDown",
+                    "expr": "sidekiq_up == 0",
+                    "for": "5m",
+                    "labels": {"severity": "critical"},
+                    "annotations": {"description": "{{ $labels.target }} is down.\n"},
+                }
+            ],
+        },
+    ]
+    rendered = prometheusrule.render(yaml.safe_dump({"groups": groups}))
     resource = yaml.safe_load(rendered)
-    assert resource["spec"]["groups"] == first["groups"] + second["groups"]
+    assert resource["spec"]["groups"] == groups
     assert "expr: |" in rendered  # PromQL stays readable
     assert crd_schema_errors([("rule", resource)]) == {"rule": None}
-    (tmp_path / "c.rules.yml").write_text("rules: []\n")
     with pytest.raises(ValueError, match="no `groups:` list"):
-        generator.render(generator.rule_files(tmp_path))
+        prometheusrule.render("rules: []\n")
 
 
 def _mounts(container: dict[str, Any], pod: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -1,18 +1,22 @@
-"""Derived state: per-class counters from minute buckets, class limits, SLA breach time."""
+"""Derived state: per-class counters from minute buckets, class limits, SLA breach time, the next
+expected tick of cron jobs."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import replace
+from unittest import mock
 
 import pytest
 from structlog.testing import capture_logs
 
 from exporter.cardinality import CLASS_LIMIT, JobClassSelector
 from exporter.derive import DeriveConfig, Deriver
+from exporter.logs import CRON_LINE_UNPARSEABLE
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     ClassMinute,
+    CronJobSample,
     MetricsMinute,
     ProcessSample,
     QueueSample,
@@ -20,6 +24,7 @@ from exporter.model import (
     Sample,
     Snapshot,
 )
+from exporter.sidekiq.cron_schedule import UNPARSEABLE_CRON, parse_cron_line
 from tests.support.samples import empty_sample
 
 T0 = 1_755_450_000.0  # a minute boundary
@@ -340,3 +345,85 @@ def test_minutes_during_a_gap_are_counted_when_the_window_catches_up() -> None:
         metrics_window_start=int(T0),
     )
     assert derive(catch_up).job_classes["A"].executions == 5
+
+
+# --- sidekiq-cron: the next expected tick -----------------------------------------------------
+
+
+def cron(name: str, line: str, last: float | None, *, enabled: bool = True) -> CronJobSample:
+    return CronJobSample("default", name, enabled, line, last)
+
+
+def schedules(derive: Deriver, now: float, *jobs: CronJobSample) -> dict[str, float | None]:
+    snapshot = derive(empty_sample(now, cron_jobs=jobs))
+    return {s.job.name: s.next_expected for s in snapshot.cron_jobs}
+
+
+def test_next_tick_after_the_last_enqueue_and_overdue_on_redis_time() -> None:
+    derive = Deriver("main")
+    on_time = cron("tick", "* * * * *", T0 + 2)  # fired 2 s after its tick
+    stopped = cron("hourly", "0 * * * *", T0 - 3 * 3600 + 5)
+    snapshot = derive(empty_sample(T0 + 30, cron_jobs=(on_time, stopped)))
+    by_name = {s.job.name: s for s in snapshot.cron_jobs}
+    assert by_name["tick"].next_expected == T0 + 60
+    assert by_name["tick"].overdue_at(T0 + 30) == 0
+    # Missed the ticks of two hours ago and one hour ago: overdue since the first of them.
+    assert by_name["hourly"].next_expected == T0 - 2 * 3600
+    assert by_name["hourly"].overdue_at(T0 + 30) == 2 * 3600 + 30
+    assert snapshot.skipped == {}
+
+
+def test_a_job_that_never_fired_is_expected_after_the_exporter_first_saw_it() -> None:
+    derive = Deriver("main")
+    job = cron("new", "*/5 * * * *", None)
+    assert schedules(derive, T0 + 10, job) == {"new": T0 + 300}
+    # The reference stays where it was first seen: five minutes on, it is overdue.
+    assert schedules(derive, T0 + 400, job) == {"new": T0 + 300}
+
+
+def test_enabled_again_it_is_expected_at_its_next_tick_not_the_missed_ones() -> None:
+    derive = Deriver("main")
+    last = T0 - 86_400
+    assert schedules(derive, T0, cron("daily", "0 * * * *", last, enabled=False)) == {"daily": None}
+    assert schedules(derive, T0 + 600, cron("daily", "0 * * * *", last)) == {"daily": T0 + 3600}
+    # Disabled and enabled again: counted from the second time it was seen enabled.
+    schedules(derive, T0 + 700, cron("daily", "0 * * * *", last, enabled=False))
+    assert schedules(derive, T0 + 4000, cron("daily", "0 * * * *", last)) == {"daily": T0 + 7200}
+
+
+def test_a_job_never_seen_before_counts_from_its_last_enqueue_alone() -> None:
+    # An exporter restarted long after the job stopped reports the job overdue at once ...
+    derive = Deriver("main")
+    assert schedules(derive, T0, cron("hourly", "0 * * * *", T0 - 3 * 3600)) == {
+        "hourly": T0 - 2 * 3600
+    }
+    # ... and so does a later poll for a job it had not seen (a namespace the scan just found).
+    later = cron("later", "0 * * * *", T0 - 3 * 3600)
+    assert schedules(derive, T0 + 10, later)["later"] == T0 - 2 * 3600
+
+
+def test_unparseable_lines_are_counted_every_poll_and_logged_once() -> None:
+    derive = Deriver("main")
+    jobs = (
+        cron("natural", "every day at noon", T0 - 60),
+        cron("disabled", "not a line", None, enabled=False),  # never evaluated: not counted
+        cron("fine", "@hourly", T0 - 60),
+    )
+    with capture_logs() as logs:
+        for now in (T0, T0 + 10):
+            snapshot = derive(empty_sample(now, cron_jobs=jobs))
+            assert snapshot.skipped == {UNPARSEABLE_CRON: 1}
+    assert [s.job.name for s in snapshot.cron_jobs] == ["disabled", "fine", "natural"]
+    assert [s.next_expected for s in snapshot.cron_jobs] == [None, T0, None]
+    assert [(e["event"], e["cron_job"]) for e in logs] == [(CRON_LINE_UNPARSEABLE, "natural")]
+
+
+def test_a_tick_is_computed_again_only_when_the_job_enqueues_or_its_line_changes() -> None:
+    derive = Deriver("main")
+    with mock.patch("exporter.derive.parse_cron_line", wraps=parse_cron_line) as parse:
+        for now in range(int(T0), int(T0) + 50, 10):  # five polls, nothing changes
+            schedules(derive, now, cron("tick", "* * * * *", T0 - 58))
+        assert parse.call_count == 1
+        schedules(derive, T0 + 62, cron("tick", "* * * * *", T0 + 61))
+        schedules(derive, T0 + 70, cron("tick", "*/2 * * * *", T0 + 61))
+        assert parse.call_count == 3

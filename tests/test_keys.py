@@ -70,3 +70,32 @@ def test_keys_are_utc_whatever_the_timezone_of_the_datetime() -> None:
 
     local = datetime(2025, 2, 14, 10, 3, tzinfo=timezone(timedelta(hours=2)))
     assert KEYS.metrics_minute_v8(local) == "j|250214|8:03"
+
+
+def test_sidekiq_cron_and_enterprise_keys() -> None:
+    assert (KEYS.cron_jobs, KEYS.cron_namespace("default"), KEYS.leader) == (
+        "cron_jobs",
+        "cron_jobs:default",
+        "dear-leader",
+    )
+    assert KEYS.cron_set("") == "cron_jobs"  # 1.x
+    assert KEYS.cron_set("billing") == "cron_jobs:billing"
+    assert KEYS.cron_namespace_pattern == "cron_jobs:*"
+    # Set members are key names: never split on ':' (namespaces and names may hold one).
+    assert KEYS.namespace_of("cron_jobs:billing:eu") == "billing:eu"
+    assert KEYS.namespace_of("cron_jobs:") is None
+    assert KEYS.namespace_of("cron_job:default:x") is None
+    assert KEYS.cron_job_name("cron_job:nightly", "") == "nightly"
+    assert KEYS.cron_job_name("cron_job:billing:eu:a:b", "billing:eu") == "a:b"
+    assert KEYS.cron_job_name("stray", "default") == "stray"
+
+
+def test_sidekiq_cron_keys_under_a_namespace_prefix() -> None:
+    keys = KeyNames.for_namespace("my*app")
+    assert keys.cron_jobs == "my*app:cron_jobs"
+    assert keys.cron_namespace("default") == "my*app:cron_jobs:default"
+    # Members carry no prefix; the reader adds it. The pattern matches the prefix literally.
+    assert keys.cron_job("cron_job:default:x") == "my*app:cron_job:default:x"
+    assert keys.cron_namespace_pattern == "my\\*app:cron_jobs:*"
+    assert keys.namespace_of("my*app:cron_jobs:default") == "default"
+    assert keys.leader == "my*app:dear-leader"

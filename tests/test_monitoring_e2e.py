@@ -14,6 +14,11 @@ configuration with its receivers replaced by webhooks to this test. Timeline:
    delivered too.
 4. Every dashboard query (variables set to real values) and every rule expression runs on both
    Prometheus over the whole run.
+
+Alongside step 1, the queues the shipped KEDA ScaledObject (deploy/keda/scaledobject.yaml) scales
+on get a job each that nobody serves: its queries, as shipped, must give one series per queue
+equal to that queue's latency ÷ SLA; once the queues are gone (step 4) they must give none,
+which KEDA treats as an error and answers with the ScaledObject's fallback.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ import redis
 import yaml
 
 from exporter.demo.layout import V7, SidekiqWriter
+from exporter.sla import sla_from_name
 from monitoring import dashboards, grafana, rules
+from monitoring.config import DEFAULT_EXPORTER_JOB
+from tests.support.deploy import scaledobject_queries
 from tests.support.exporter_process import ExporterProcess
 from tests.support.prometheus import (
     PROMETHEUS,
@@ -53,6 +61,24 @@ QUEUE = "e2e_within_2_seconds"
 ALERT = "SidekiqQueueLatencyOverSLA"
 KEEP_UP_SECONDS = 15  # longer than the sped-up window + for: (10 s)
 CLASSES = "FastJob|MediumJob|FailingJob|DeadJob|SlowJob|WrappedMailerJob"
+# {queue: query} of the shipped ScaledObject's triggers.
+AUTOSCALED = scaledobject_queries()
+# How long the job pushed to each of those queues has waited already: with the keep-up phase
+# added, still well under 75 % of their SLAs (a minute or more), so no SLA alert fires for them.
+AUTOSCALED_WAIT = 10.0
+
+
+@dataclass(frozen=True)
+class ScaledQuery:
+    """One ScaledObject query, evaluated at the time its recording rule was last evaluated."""
+
+    series: list[dict[str, Any]]  # its result
+    reference: float  # latency ÷ SLA of the queue at that time, from the exporter's series
+    # The reference from the scrape before, and how long before the rule's evaluation the last
+    # scrape started: a scrape that started just before an evaluation may not be stored yet
+    # when the rule reads it.
+    previous_reference: float
+    scrape_lead_seconds: float
 
 
 @dataclass
@@ -71,6 +97,8 @@ class StackRun:
     rule_results: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> duration
     am_config_check: str = ""
+    autoscaling: dict[str, dict[str, ScaledQuery]] = field(default_factory=dict)  # major, queue
+    autoscaling_after: dict[str, dict[str, int]] = field(default_factory=dict)  # series found
 
 
 def _sla_alerts(prom: PrometheusServer) -> list[dict[str, Any]]:
@@ -85,6 +113,27 @@ def _substitute(expr: str, values: dict[str, str], rate_interval: str, range_: s
     for name, value in values.items():
         expr = expr.replace(f"${name}", value)
     return expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)
+
+
+def _only_value(result: list[dict[str, Any]]) -> float:
+    (series,) = result
+    return float(series["value"][1])
+
+
+def _scaled_query(prom: PrometheusServer, queue: str, query: str) -> ScaledQuery:
+    """The shipped query and the queue's latency ÷ SLA at the rule's last evaluation time."""
+    selector = f'{{target="default", queue="{queue}"}}'
+    evaluated = _only_value(prom.query(f"timestamp({rules.LATENCY_OVER_SLA}{selector})"))
+    reference = f"sidekiq_queue_latency_seconds{selector} / sidekiq_queue_sla_seconds{selector}"
+    scraped = _only_value(
+        prom.query(f"timestamp(sidekiq_queue_latency_seconds{selector})", at=evaluated)
+    )
+    return ScaledQuery(
+        series=prom.query(query, at=evaluated),
+        reference=_only_value(prom.query(reference, at=evaluated)),
+        previous_reference=_only_value(prom.query(reference, at=scraped - 0.001)),
+        scrape_lead_seconds=evaluated - scraped,
+    )
 
 
 def _notified(run_receiver: WebhookReceiver, major: str, status: str) -> bool:
@@ -144,6 +193,8 @@ def run_stack(tmp: Path) -> StackRun:
         enqueue(version, server.url, wrapped=1, wrapped_seconds=600)
         writer = SidekiqWriter(redis.Redis.from_url(server.url), V7)
         stack.callback(writer.client.close)
+        # A sidekiq-cron job, on time all along, for the dashboards' cron panels.
+        writer.cron_job("refresh_reports", "@daily", last_enqueue=time.time())
 
         def push() -> None:
             now = time.time()
@@ -159,6 +210,9 @@ def run_stack(tmp: Path) -> StackRun:
             return all(ratio(m) for m in proms)
 
         wait_for(ratio_everywhere, 30, 0.25, "no latency ÷ SLA for the queue")
+        waiting_since = time.time() - AUTOSCALED_WAIT
+        for queue in AUTOSCALED:
+            writer.push(queue, writer.job("FastJob", queue, enqueued_at=waiting_since))
         keep_up_until = time.monotonic() + KEEP_UP_SECONDS
         while time.monotonic() < keep_up_until:
             push()
@@ -168,6 +222,11 @@ def run_stack(tmp: Path) -> StackRun:
                 )
                 run.alerts_while_kept_up.extend(_sla_alerts(prom))
             time.sleep(0.25)
+        for major, prom in proms.items():
+            run.autoscaling[major] = {q: _scaled_query(prom, q, e) for q, e in AUTOSCALED.items()}
+        for queue in AUTOSCALED:  # as Sidekiq's Queue#clear does
+            writer.client.delete(writer.keys.queue(queue))
+            writer.client.srem(writer.keys.queues, queue)
         run.seconds["keep up"] = time.monotonic() - phase
 
         # 2. Nobody serves the queue any more; jobs keep coming.
@@ -217,7 +276,7 @@ def run_stack(tmp: Path) -> StackRun:
         phase = time.monotonic()
         end_time = time.time()
         values = {
-            "job": "sidekiq-exporter",
+            "job": DEFAULT_EXPORTER_JOB,
             "instance": f"127.0.0.1:{exporter.port}",
             "target": "default",
             "queue": f"default|critical|{QUEUE}",
@@ -253,6 +312,9 @@ def run_stack(tmp: Path) -> StackRun:
                 for g in shipped["groups"]
                 for r in g["rules"]
             }
+            run.autoscaling_after[major] = {
+                queue: len(prom.query(query, at=end_time)) for queue, query in AUTOSCALED.items()
+            }
         run.seconds["queries"] = time.monotonic() - phase
         stop_all([main, again])
     run.seconds["total"] = time.monotonic() - started
@@ -263,6 +325,8 @@ def run_stack(tmp: Path) -> StackRun:
 def run(tmp_path_factory: pytest.TempPathFactory) -> StackRun:
     result = run_stack(tmp_path_factory.mktemp("e2e"))
     print(f"\nend-to-end timings (s): {result.seconds}; prometheus {result.versions}")
+    for major, checks in result.autoscaling.items():
+        print(f"ScaledObject queries on Prometheus {major}: {checks}")
     return result
 
 
@@ -288,10 +352,18 @@ def test_sla_alert_fires_on_both_versions_with_its_labels_and_annotations(run: S
         assert labels["severity"] == "critical"
         assert labels["queue"] == QUEUE
         assert labels["target"] == "default"
-        assert labels["job"] == "sidekiq-exporter"
+        assert labels["job"] == DEFAULT_EXPORTER_JOB
         assert annotations["runbook_url"].endswith("/docs/runbooks.md#sidekiqqueuelatencyoversla")
         assert f"var-queue={QUEUE}" in annotations["dashboard_url"]
-        assert annotations["description"].startswith(f"Queue {QUEUE} on default has been above")
+        # The wait and the SLA, read by the description's own queries, as durations.
+        description = re.match(
+            rf"Queue {QUEUE} on default: the oldest job has waited (?:(\d+)m )?([0-9.]+)s, past "
+            r"the SLA of 2s\. Over the SLA for 5 minutes \(at least [0-9.]+% of it throughout "
+            r"the last 2\)\.$",
+            annotations["description"],
+        )
+        assert description, annotations["description"]
+        assert 60 * int(description[1] or 0) + float(description[2]) > 2
 
 
 def test_alertmanager_delivers_to_paging_grouped_by_queue_then_resolves(run: StackRun) -> None:
@@ -317,7 +389,7 @@ def test_alertmanager_delivers_to_paging_grouped_by_queue_then_resolves(run: Sta
 
 def test_dashboard_variables_find_real_values(run: StackRun) -> None:
     for major, labels in run.label_values.items():
-        assert labels["job"] == ["sidekiq-exporter"], major
+        assert labels["job"] == [DEFAULT_EXPORTER_JOB], major
         assert labels["target"] == ["default"], major
         assert {"default", "critical", QUEUE} <= set(labels["queue"]), major
         assert {"FastJob", "FailingJob", "SlowJob"} <= set(labels["class"]), major
@@ -342,3 +414,28 @@ def test_every_rule_evaluates(run: StackRun) -> None:
         assert results[rules.LATENCY_OVER_SLA] > 0, major
         assert results[rules.UTILISATION] > 0, major
         assert results[rules.failure_ratio("5m")] > 0, major
+
+
+def test_scaledobject_queries_give_one_series_per_queue_with_its_latency_over_sla(
+    run: StackRun,
+) -> None:
+    for major in PROMETHEUS:
+        assert set(run.autoscaling[major]) == set(AUTOSCALED)
+        for queue, check in run.autoscaling[major].items():
+            # One series per trigger (KEDA refuses several), the queue's, with its ratio.
+            (series,) = check.series
+            assert series["metric"] == {"target": "default", "queue": queue}, (major, queue)
+            value = float(series["value"][1])
+            sla = sla_from_name(queue)
+            assert sla is not None, queue
+            assert value >= AUTOSCALED_WAIT / sla[0], (major, queue, value)  # it waits
+            if value != check.reference:
+                # Only when the last scrape started a moment before the evaluation.
+                assert check.scrape_lead_seconds < 0.5, (major, queue, check)
+                assert value == check.previous_reference, (major, queue, check)
+
+
+def test_scaledobject_queries_give_no_series_once_the_data_is_gone(run: StackRun) -> None:
+    # No series is an error for KEDA (`ignoreNullValues: "false"`): the fallback holds capacity.
+    for major in PROMETHEUS:
+        assert run.autoscaling_after[major] == dict.fromkeys(AUTOSCALED, 0), major

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from monitoring import rules
+from monitoring import prometheusrule, rules
 from monitoring.__main__ import main as generate
 from monitoring.__main__ import outputs
-from monitoring.config import Config
+from monitoring.config import DEFAULT_EXPORTER_JOB, Config
 from tests.support.prometheus import PROMETHEUS, speed_up_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +86,8 @@ def test_generator_overrides_the_links(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "dashboards").iterdir()) == sorted(
         p.name for p in (REPO / "dashboards").iterdir()
     )
+    resource = yaml.safe_load((tmp_path / prometheusrule.PROMETHEUS_RULE_FILE).read_text())
+    assert resource["spec"]["groups"] == yaml.safe_load(text)["groups"]
 
 
 def test_runbook_links_derive_from_the_project_homepage() -> None:
@@ -253,3 +255,41 @@ def test_speed_up_rules_scales_every_duration() -> None:
             for key in ("for", "keep_firing_for"):
                 if key in b:
                     assert seconds(a[key]) == pytest.approx(seconds(b[key]) / 30, abs=0.001)
+
+
+def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
+    """Whether Alertmanager matchers (`name="v"`, `!=`, `=~`, `!~`; anchored) select labels."""
+    for matcher in matchers:
+        found = re.fullmatch(r'(\w+)(=~|!~|!=|=)"(.*)"', matcher)
+        assert found, matcher
+        name, op, value = found.groups()
+        have = labels.get(name, "")
+        regex = re.fullmatch(value, have) is not None
+        if not {"=": have == value, "!=": have != value, "=~": regex, "!~": not regex}[op]:
+            return False
+    return True
+
+
+def test_the_example_alertmanager_config_holds_back_every_alert_the_cause_blinds() -> None:
+    """A new alert is covered by the inhibitions without anyone editing their name lists."""
+    example = yaml.safe_load((REPO / "alerts" / "alertmanager.example.yml").read_text())
+    inhibitions = {
+        tuple(r["source_matchers"]): r["target_matchers"] for r in example["inhibit_rules"]
+    }
+    redis = inhibitions[('alertname="SidekiqRedisUnreachable"',)]
+    scrape = inhibitions[('alertname="SidekiqExporterDown"',)]
+    for group in rule_doc()["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            labels = {"alertname": rule["alert"], **rule["labels"]}
+            # Every alert on Sidekiq's data goes blind with its Redis; the monitoring path's not.
+            reads_sidekiq = group["name"] != "sidekiq.monitoring"
+            assert _matches(redis, labels) == reads_sidekiq, rule["alert"]
+            assert _matches(scrape, labels) == (rule["alert"] != "SidekiqExporterDown")
+
+
+def test_the_docs_name_the_scrape_job_the_rules_watch() -> None:
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"scrape the exporter as job `{DEFAULT_EXPORTER_JOB}`" in readme
+    assert f'`job="{DEFAULT_EXPORTER_JOB}"`' in RUNBOOKS.read_text()

@@ -49,7 +49,7 @@ from exporter.settings import load_settings
 from exporter.targets import TargetSettings, build_target
 from tests.support.exporter_process import ExporterProcess, Scrape
 from tests.support.families import ALL_FAMILIES, JOB_CLASS_FAMILIES
-from tests.support.layouts import V6_4_1, V7, V8_0, V8_1_2, SidekiqWriter
+from tests.support.layouts import CRON_1, V6_4_1, V7, V8_0, V8_1_2, SidekiqWriter
 from tests.support.redis_server import SERVERS, RedisServer, free_port
 from tests.support.resp_proxy import RecordingProxy
 from tests.support.sentinel import MASTER_NAME, SentinelServer
@@ -61,7 +61,7 @@ EXPORTER_USER = "sidekiq_exporter"
 # docs/security.md: the commands the exporter sends (exporter/sidekiq/reader.py) plus SELECT,
 # which redis-py sends on connect for a database other than 0. AUTH needs no grant.
 EXPORTER_ACL_COMMANDS = (
-    "+time", "+select", "+sscan", "+smembers", "+get", "+llen", "+lindex",
+    "+time", "+select", "+scan", "+sscan", "+scard", "+smembers", "+get", "+llen", "+lindex",
     "+zcard", "+zcount", "+zrange", "+hmget", "+hgetall", "+bitfield_ro",
 )  # fmt: skip
 EXPORTER_ACL = ("resetkeys", "%R~*", "resetchannels", "-@all", *EXPORTER_ACL_COMMANDS)
@@ -671,6 +671,12 @@ def write_sidekiq(client: redis.Redis, version: str, namespace: str, now: float)
         w.metrics(
             minute, "HardJob", executions=5, failures=1, milliseconds=900, histogram={3: 2, 6: 2}
         )
+    # sidekiq-cron (1.x beside Sidekiq 6, 2.x's namespaces beside 7+) and Enterprise's leader.
+    if version == V6_4_1:
+        w.cron_job("tick", "* * * * *", generation=CRON_1, last_enqueue=now - 30)
+    else:
+        w.cron_job("tick", "* * * * *", namespace="reports", last_enqueue=now - 30)
+    client.set(w.keys.leader, identity)
 
 
 def test_documented_acl_line_is_the_tested_one() -> None:

@@ -18,10 +18,11 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
+from exporter.cardinality import CronJobSelector
 from exporter.connection import create_redis_client
 from exporter.sidekiq.reader import Reader
 from exporter.targets import TargetSettings
-from tests.support.layouts import V7, SidekiqWriter
+from tests.support.layouts import CRON_1, V7, SidekiqWriter
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,7 @@ def populate(server: RedisServer, *, queues: int, processes: int, classes: int) 
     sync.close()
 
 
-async def poll(client: Redis) -> tuple[int, int, Any]:
+async def poll(client: Redis, reader: Reader | None = None) -> tuple[int, int, Any]:
     """(writes on the socket, round trips the sample reports, the sample) of one poll."""
     writes = 0
     send = AbstractConnection.send_packed_command
@@ -76,7 +77,7 @@ async def poll(client: Redis) -> tuple[int, int, Any]:
         await send(self, *args, **kwargs)
 
     with mock.patch.object(AbstractConnection, "send_packed_command", counting):
-        sample = await Reader().read(client, NOW)
+        sample = await (reader or Reader()).read(client, NOW)
     return writes, sample.round_trips, sample
 
 
@@ -133,3 +134,52 @@ async def test_deep_queues_cost_what_short_ones_cost(server: RedisServer, client
     assert writes == trips == 2
     assert deep.commands == short.commands
     assert {q.name: q.size for q in deep.queues}["q0"] == 50_001
+
+
+def populate_cron(server: RedisServer, *, namespaces: int, jobs: int) -> None:
+    """sidekiq-cron jobs: `jobs` in 1.x's set, and `jobs` in each of `namespaces` 2.x sets."""
+    sync = redis.Redis(port=server.port)
+    pipe = sync.pipeline(transaction=False)
+    writer = SidekiqWriter(pipe, V7)  # type: ignore[arg-type]
+    for index in range(jobs):
+        writer.cron_job(f"j{index}", "*/5 * * * *", generation=CRON_1, last_enqueue=NOW - 60)
+        for namespace in range(namespaces):
+            writer.cron_job(f"j{index}", "0 * * * *", namespace=f"ns{namespace}")
+    sync.set("dear-leader", "host-0:0:0123456789ab")
+    pipe.execute()
+    sync.close()
+
+
+@pytest.mark.parametrize("collect_cron", [True, False], ids=["cron", "no-cron"])
+async def test_cron_jobs_ride_in_the_same_two_round_trips(
+    server: RedisServer, client: Redis, collect_cron: bool
+) -> None:
+    populate(server, queues=10, processes=2, classes=10)
+    populate_cron(server, namespaces=20, jobs=20)  # 420 jobs, under the default limit
+    reader = Reader(collect_cron=collect_cron)
+    counts = [await poll(client, reader) for _ in range(3)]
+    # The first poll carries the namespace scan's page, the next two the 20 namespaces found.
+    assert [(writes, trips) for writes, trips, _ in counts] == [(2, 2)] * 3
+    first, second = counts[0][2], counts[1][2]
+    if collect_cron:
+        assert len(first.cron_jobs) == 20  # 1.x's set and `default` (empty) before the scan
+        assert len(second.cron_jobs) == 420
+        assert second.leader == "host-0:0:0123456789ab"
+    else:
+        assert first.cron_jobs is second.cron_jobs is None
+        assert second.commands == first.commands  # no scan, nothing else for cron
+    assert second.skipped == {}
+
+
+async def test_a_runaway_cron_set_costs_no_round_trip(server: RedisServer, client: Redis) -> None:
+    sync = redis.Redis(port=server.port)
+    members = [f"cron_job:huge:j{i}" for i in range(100_000)]
+    for start in range(0, len(members), 10_000):
+        sync.sadd("cron_jobs:huge", *members[start : start + 10_000])
+    sync.close()
+    reader = Reader(cron_jobs=CronJobSelector(limit=500))  # the flag's default
+    counts = [await poll(client, reader) for _ in range(2)]  # the scan, then the set
+    assert [(writes, trips) for writes, trips, _ in counts] == [(2, 2)] * 2
+    # One SSCAN page of about the limit (500), one HMGET per job kept; the rest counted.
+    assert counts[1][2].skipped == {"cron_limit": 100_000 - 500}
+    assert counts[1][2].commands < counts[0][2].commands + 600

@@ -575,3 +575,15 @@ def test_configuration_reference_is_the_rows_rendered() -> None:
     assert set(documented) == parser_flags
     for flag in FLAGS:
         assert f"`{flag.env}`" in flags_section
+
+
+def test_cron_flags() -> None:
+    s = load()
+    assert (s.collect_cron, s.cron_max, s.cron_allow, s.cron_deny) == (True, 500, None, None)
+    s = load(["--no-collect.cron", "--collect.cron.max=20", "--collect.cron.deny=tmp_.*"])
+    assert (s.collect_cron, s.cron_max) == (False, 20)
+    assert s.cron_deny is not None
+    assert s.cron_deny.pattern == "tmp_.*"
+    assert load(env={"SIDEKIQ_EXPORTER_COLLECT_CRON": "false"}).collect_cron is False
+    assert "--collect.cron.max: invalid limit '0'" in config_error(["--collect.cron.max=0"])
+    assert "--collect.cron.allow: invalid regex" in config_error(["--collect.cron.allow=("])

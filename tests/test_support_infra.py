@@ -269,6 +269,7 @@ def test_sidekiq_cron_6_4_1(redis_server: RedisServer) -> None:
     assert out["sidekiq_cron_version"] == "1.8.0"
     assert sorted(redis_server.execute("SMEMBERS", "cron_jobs")) == [
         "cron_job:every_minute",
+        "cron_job:every_minute_berlin",
         "cron_job:hourly_disabled",
     ]
     job = hgetall_dict(redis_server.execute("HGETALL", "cron_job:every_minute"))

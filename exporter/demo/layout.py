@@ -24,6 +24,10 @@ V7 = "7.3"  # `:work`, metrics j|%Y%m%d|%-H:%-M, info.version, seconds
 V8_0 = "8.0"  # ms timestamps, metrics j|%y%m%d|%-H:%M and h| histograms
 V8_1_2 = "8.1.2"  # + `concurrency` as a hash field, `capsules` in info
 ALL = (V6_4_1, V7, V8_0, V8_1_2)
+# sidekiq-cron generations (§9): 1.x one `cron_jobs` set (read at v1.8.0), 2.x a set per
+# namespace (read at v2.3.1, commit 520ef09).
+CRON_1 = "1.8.0"
+CRON_2 = "2.3.1"
 
 
 def is_v8(version: str) -> bool:
@@ -169,3 +173,76 @@ class SidekiqWriter:
             )
         if histogram:
             self.client.expire(hist_key, 8 * 3600)
+
+    def cron_job(
+        self,
+        name: str,
+        cron: str,
+        *,
+        generation: str = CRON_2,
+        namespace: str = "default",
+        klass: str = "HardJob",
+        enabled: bool = True,
+        last_enqueue: float | None = None,
+        saved_after_enqueue: bool = False,
+    ) -> None:
+        """A sidekiq-cron job as `Job#save` writes it, with what its last enqueue left.
+
+        1.8.0 (`cron@v1.8.0 lib/sidekiq/cron/job.rb` `to_hash`, `save`): SET `cron_jobs`, HASH
+        `cron_job:<name>` written by HMSET with Ruby's `to_s` (`"false"`, nil as `""`).
+        2.3.1 (`cron@v2.3.1 lib/sidekiq/cron/job.rb` `to_hash`, `save`, `jobs_key`,
+        `redis_key`): SET `cron_jobs:<namespace>`, HASH `cron_job:<namespace>:<name>` written
+        by HSET, booleans `"1"`/`"0"`, nil as `""`, plus `namespace`, `source` and `retry`.
+        `last_enqueue` None: never enqueued (`""`). An enqueue writes `%Y-%m-%d %H:%M:%S %z`;
+        `saved_after_enqueue` (1.x) is a later `save` of the loaded job, which writes Ruby's
+        `Time#to_s` (`… UTC`). The enqueue also leaves the tick in `<key>:enqueued` and the
+        jid in `<key>:jid_history`, keys the exporter must not mistake for jobs.
+        """
+        keys = self.keys
+        if generation == CRON_1:
+            member = f"cron_job:{name}"
+            jobs_key = keys.cron_jobs
+        else:
+            member = f"cron_job:{namespace}:{name}"
+            jobs_key = keys.cron_namespace(namespace)
+        key = keys.cron_job(member)
+        enqueued = ""
+        if last_enqueue is not None:
+            moment = datetime.fromtimestamp(last_enqueue, UTC)
+            enqueued = moment.strftime("%Y-%m-%d %H:%M:%S +0000")
+            if saved_after_enqueue:
+                enqueued = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+        message = json.dumps({"retry": True, "queue": "default", "class": klass, "args": []})
+        fields: dict[str, str] = {
+            "name": name,
+            "klass": klass,
+            "cron": cron,
+            "description": "",
+            "args": "[]",
+            "date_as_argument": "false",
+            "message": message,
+            "status": "enabled" if enabled else "disabled",
+            "active_job": "false",
+            "queue_name_prefix": "",
+            "queue_name_delimiter": "",
+            "last_enqueue_time": enqueued,
+            "symbolize_args": "false",
+        }
+        if generation == CRON_2:
+            fields.update(
+                namespace=namespace,
+                source="schedule",
+                date_as_argument="0",
+                active_job="0",
+                symbolize_args="0",
+                retry="",
+            )
+        self.client.sadd(jobs_key, member)
+        self.client.hset(key, mapping=fields)  # type: ignore[arg-type]
+        if last_enqueue is not None:
+            tick = float(int(last_enqueue // 60) * 60)
+            iso = datetime.fromtimestamp(tick, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.client.zadd(f"{key}:enqueued", {iso: tick})
+            self.client.lpush(
+                f"{key}:jid_history", json.dumps({"jid": "ab" * 12, "enqueued": enqueued})
+            )

@@ -1,6 +1,6 @@
 """A small Sidekiq 7 cluster simulated step by step (pushes, fetches, runs, heartbeats, retries,
-per-minute metrics), written through the layout writer. Keeps its own clock and randomness;
-writes only to the writer's Redis.
+per-minute metrics, sidekiq-cron 2.x jobs), written through the layout writer. Keeps its own
+clock and randomness; writes only to the writer's Redis.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ DEMO_PROCESSES = (
     ("slow-worker-1", "exports", 2, ("exports_within_1_hour",)),
 )
 ACTIVE_JOB_WRAPPER = "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper"
+# sidekiq-cron jobs (name, cron line, class): one its poller enqueues every minute, and one
+# that stopped 17 minutes before the demo started (its poller died): overdue, and growing.
+DEMO_CRON_FIRING = ("refresh_report_cache", "* * * * *", "ReportCacheJob")
+DEMO_CRON_STOPPED = ("sync_exchange_rates", "*/5 * * * *", "HardJob")
+DEMO_CRON_STOPPED_SECONDS = 17 * 60
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Simulation:
         self.last_beat = 0.0
         # per (minute start, class): [executions, failures, ms, histogram counts]
         self.pending_metrics: dict[tuple[int, str], list[Any]] = {}
+        self.cron_minute: int | None = None  # the minute the firing cron job last enqueued
 
     def _next_jid(self) -> str:
         self.jid += 1
@@ -95,6 +101,7 @@ class Simulation:
         for queue, (rate, _) in DEMO_QUEUES.items():
             for _ in range(self._poisson(rate * elapsed)):
                 self._push(queue, now)
+        self._cron(now)
         for process in self.processes:
             for tid, run in list(process.running.items()):
                 if run.finishes <= now:
@@ -114,6 +121,21 @@ class Simulation:
         if now - self.last_beat >= 10:  # Sidekiq 7's heartbeat cadence
             self.last_beat = now
             self._beat(now)
+
+    def _cron(self, now: float) -> None:
+        """sidekiq-cron's poller: the firing job enqueues once a minute, the other never."""
+        minute = int(now // 60) * 60
+        if self.cron_minute is None:
+            name, line, klass = DEMO_CRON_STOPPED
+            last = now - DEMO_CRON_STOPPED_SECONDS
+            self.writer.cron_job(name, line, klass=klass, last_enqueue=last)
+        if self.cron_minute is None or minute > self.cron_minute:
+            self.cron_minute = minute
+            name, line, klass = DEMO_CRON_FIRING
+            jid = self._next_jid()
+            job = self.writer.job(klass, "default", enqueued_at=now, created_at=now, jid=jid)
+            self.writer.push("default", job)
+            self.writer.cron_job(name, line, klass=klass, last_enqueue=now)
 
     def _duration(self, job: dict[str, Any]) -> float:
         klass = job.get("wrapped") or job["class"]

@@ -1,5 +1,6 @@
 """Pure decoders of what Sidekiq keeps in Redis: reply shapes, job JSON, timestamps (s or ms),
-process hashes, work entries, metric hashes and histograms, and each reader section's slice.
+process hashes, work entries, metric hashes and histograms, sidekiq-cron's sets and job hashes,
+and each reader section's slice.
 
 Bad data never raises: it becomes a `Skip` with a reason, counted. Talks to no Redis.
 Section numbers (§) refer to `docs/redis-layout.md`.
@@ -13,6 +14,7 @@ import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -20,6 +22,7 @@ from redis.exceptions import ResponseError
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     ClassMinute,
+    CronJobSample,
     ProcessSample,
     QueueSample,
     RunningJob,
@@ -30,6 +33,7 @@ INVALID_JOB = "invalid_job"  # queue tail that is not a JSON object, or a bad ti
 INVALID_PROCESS = "invalid_process"  # process hash whose `info` or numeric fields don't parse
 INVALID_WORK = "invalid_work"  # work-hash value that is empty or doesn't parse
 INVALID_METRIC = "invalid_metric"  # `j|` field or histogram that doesn't parse
+INVALID_CRON_JOB = "invalid_cron_job"  # sidekiq-cron job hash whose last_enqueue_time doesn't parse
 WRONG_TYPE = "wrong_type"  # a key that holds another Redis type (WRONGTYPE)
 COMMAND_ERROR = "command_error"  # any other error reply to a single command
 INVALID_COUNTER = "invalid_counter"  # a counter key (`stat:processed`) not a whole number ≥ 0
@@ -40,6 +44,7 @@ REASONS = (
     INVALID_PROCESS,
     INVALID_WORK,
     INVALID_METRIC,
+    INVALID_CRON_JOB,
     INVALID_COUNTER,
     INVALID_TIMESTAMP,
     WRONG_TYPE,
@@ -363,6 +368,50 @@ def decode_histogram_bytes(raw: bytes | None) -> tuple[int, ...] | Skip:
     return _BIG_ENDIAN_U16S.unpack_from(raw.ljust(2 * HISTOGRAM_BUCKETS, b"\0"))
 
 
+def cron_enqueue_time(raw: bytes | None) -> float | Skip | None:
+    """Epoch seconds from a sidekiq-cron `last_enqueue_time`; None when empty (never enqueued).
+
+    An enqueue writes `%Y-%m-%d %H:%M:%S %z` (`2025-02-14 08:00:00 +0000`); a 1.x `save` of a
+    job loaded from Redis writes Ruby's `Time#to_s` (`2025-02-14 08:00:00 UTC`). sidekiq-cron
+    falls back to `DateTime.parse`, so ISO 8601 is taken too, and a time without zone is UTC.
+    """
+    text = _as_text(raw).strip() if raw is not None else ""
+    if not text:
+        return None
+    if text.endswith(" UTC"):
+        text = text[:-4] + "+00:00"
+    elif len(text) > 6 and text[-6] == " " and text[-5] in "+-":
+        text = text[:-6] + text[-5:]  # ISO 8601 has no space before the offset
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return Skip(INVALID_CRON_JOB)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def decode_cron_job(
+    namespace: str, name: str, fields: Sequence[bytes | None]
+) -> CronJobSample | Skip | None:
+    """One job from `HMGET <job key> status cron last_enqueue_time`; None when the hash is gone
+    (a set member whose job was deleted, as sidekiq-cron's `Job.all` skips it)."""
+    status, cron, last_enqueue = fields
+    if status is None and cron is None and last_enqueue is None:
+        return None
+    enqueued = cron_enqueue_time(last_enqueue)
+    if isinstance(enqueued, Skip):
+        return enqueued
+    return CronJobSample(
+        namespace=namespace,
+        name=name,
+        # sidekiq-cron: `enabled?` is `status == "enabled"`, and a missing status is "enabled".
+        enabled=status is None or status == b"enabled",
+        cron=_as_text(cron) if cron is not None else "",
+        last_enqueue_timestamp=enqueued,
+    )
+
+
 # --------------------------------------------------------------------------- replies
 # Whole replies as `exporter.resp.round_trip` returns them: RESP2 or RESP3 shapes as hiredis
 # builds them, error replies as `ResponseError` values. Each reader section hands its slice of
@@ -460,6 +509,16 @@ def scan_page(reply: object, skipped: Skipped, key: str = "") -> tuple[bytes, li
         return b"0", []
     cursor, page = reply
     return (cursor if isinstance(cursor, bytes) else b"0"), members(page, skipped, key)
+
+
+def namespace_page(
+    reply: object, skipped: Skipped, key: str = ""
+) -> tuple[bytes, list[str]] | None:
+    """(next cursor, key names) of a `SCAN` page; None (counted) when it was refused."""
+    if skipped.error(reply, key):
+        return None
+    cursor, page = scan_page(reply, skipped, key)
+    return cursor, unique_text(page)
 
 
 def lowest_score(reply: object, skipped: Skipped, key: str = "") -> float | None:
@@ -631,3 +690,37 @@ def bitfield_ro_refused(replies: Sequence[object]) -> bool:
             message = str(reply).lower()
             return "unknown command" in message or "noperm" in message or "permission" in message
     return False
+
+
+def text_reply(reply: object, skipped: Skipped) -> str | None:
+    """A string reply (`GET`) as text; None when the key is absent."""
+    if skipped.error(reply) or not isinstance(reply, bytes):
+        return None
+    return _as_text(reply)
+
+
+def cron_set(scan: object, size: object, skipped: Skipped) -> tuple[list[str], int]:
+    """A cron set from one `SSCAN … COUNT n` page and its `SCARD`: (members read, how many
+    members that page did not reach). A set too large for the page is not read further."""
+    cursor, page = scan_page(scan, skipped)
+    members = unique_text(page)
+    if cursor == b"0":
+        return members, 0
+    return members, max(0, int_reply(size, skipped) - len(members))
+
+
+def cron_jobs(
+    jobs: Sequence[tuple[str, str]], replies: Sequence[object], skipped: Skipped
+) -> list[CronJobSample]:
+    """The cron jobs section: per (namespace, name) its `HMGET` of `status`, `cron` and
+    `last_enqueue_time`."""
+    samples: list[CronJobSample] = []
+    for (namespace, name), fields in zip(jobs, replies, strict=True):
+        if skipped.error(fields) or not isinstance(fields, list):
+            continue
+        job = decode_cron_job(namespace, name, fields)
+        if isinstance(job, CronJobSample):
+            samples.append(job)
+        else:
+            skipped.skip(job)  # None: the hash is gone
+    return samples

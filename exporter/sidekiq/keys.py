@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 
+def _glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis glob pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyNames:
     """Key names for one Sidekiq Redis, with Sidekiq 6's optional redis-namespace prefix.
@@ -60,6 +65,47 @@ class KeyNames:
     def paused(self) -> str:
         """Sidekiq Pro's SET of paused queue names (read by the OSS API from 8.1.1)."""
         return f"{self.prefix}paused"
+
+    @property
+    def leader(self) -> str:
+        """STRING: the identity of Sidekiq Enterprise's leader process (§5.7)."""
+        return f"{self.prefix}dear-leader"
+
+    # --- sidekiq-cron (§9) ---
+    @property
+    def cron_jobs(self) -> str:
+        """sidekiq-cron 1.x's SET of job keys (`cron_job:<name>`); 2.x empties it (§9.2)."""
+        return f"{self.prefix}cron_jobs"
+
+    def cron_namespace(self, namespace: str) -> str:
+        """sidekiq-cron 2.x's SET of one namespace's job keys (`cron_job:<namespace>:<name>`)."""
+        return f"{self.prefix}cron_jobs:{namespace}"
+
+    @property
+    def cron_namespace_pattern(self) -> str:
+        """The `SCAN MATCH` pattern of every `cron_namespace` key (glob characters of the
+        prefix escaped)."""
+        return f"{_glob_escape(self.prefix)}cron_jobs:*"
+
+    def namespace_of(self, key: str) -> str | None:
+        """The namespace of a `cron_namespace` key (it may contain `:`), else None."""
+        head = f"{self.prefix}cron_jobs:"
+        return key[len(head) :] if key.startswith(head) and len(key) > len(head) else None
+
+    def cron_set(self, namespace: str) -> str:
+        """The SET of a namespace's job keys; namespace "" is sidekiq-cron 1.x's `cron_jobs`."""
+        return self.cron_namespace(namespace) if namespace else self.cron_jobs
+
+    def cron_job(self, member: str) -> str:
+        """A job's HASH: a member of a cron set is its key name, without Sidekiq 6's prefix."""
+        return f"{self.prefix}{member}"
+
+    @staticmethod
+    def cron_job_name(member: str, namespace: str) -> str:
+        """The job name in a cron set's member, `cron_job:<name>` (1.x, namespace "") or
+        `cron_job:<namespace>:<name>` (2.x); the member itself if it has another shape."""
+        head = f"cron_job:{namespace}:" if namespace else "cron_job:"
+        return member[len(head) :] if member.startswith(head) else member
 
     # --- per-queue and per-process keys ---
     def queue(self, name: str) -> str:

@@ -12,9 +12,10 @@ from datetime import datetime
 
 from redis.asyncio import Redis
 
-from exporter.cardinality import QueueSelector
+from exporter.cardinality import CRON_LIMIT, CronJobSelector, QueueSelector
 from exporter.model import (
     HISTOGRAM_BUCKETS,
+    CronJobSample,
     MetricsMinute,
     ProcessSample,
     QueueSample,
@@ -24,11 +25,15 @@ from exporter.model import (
 )
 from exporter.resp import Command, Framed, PackCache, ReadBudget, round_trip
 from exporter.sidekiq import decode
+from exporter.sidekiq.cron_namespaces import SCAN_PAGE_KEYS, CronNamespaces
 from exporter.sidekiq.keys import KeyNames
 from exporter.sidekiq.metrics_window import MIN_WINDOW_MINUTES, minute_starts, minutes_to_read
 
 # Fields read from every process hash, in this order (§5.2). `concurrency` exists from 8.1.2.
 PROCESS_FIELDS = ("info", "concurrency", "busy", "beat", "quiet", "rss", "rtt_us")
+# Fields read from every sidekiq-cron job hash, in this order (§9); never `args` or `message`,
+# which can be large.
+CRON_JOB_FIELDS = ("status", "cron", "last_enqueue_time")
 # `GET u16 #0 … GET u16 #25`: 78 arguments per histogram, the same for every class and minute.
 _HISTOGRAM_BITFIELD_ARGS = Framed.of(
     [arg for index in range(HISTOGRAM_BUCKETS) for arg in ("GET", "u16", f"#{index}")]
@@ -97,6 +102,8 @@ class _First:
     schedule: tuple[int, float | None]  # size, lowest score
     retry: tuple[int, float | None]
     metrics: list[_MetricsHash]
+    cron_jobs: list[tuple[str, str, str]]  # (namespace, name, key) of the jobs to read
+    leader: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +117,13 @@ class _Second:
     processes: tuple[ProcessSample, ...]
     running_jobs: tuple[RunningJob, ...]
     metrics_minutes: tuple[MetricsMinute, ...]
+    cron_jobs: tuple[CronJobSample, ...] | None  # None: not collected
 
 
 class Reader:
     """Reads Samples from one Sidekiq Redis; keeps no state between polls but what it learned
-    of the server's commands (whether `BITFIELD_RO` is available) and the queue selector's."""
+    of the server's commands (whether `BITFIELD_RO` is available), the queue selector's, the
+    cron job selector's and the sidekiq-cron namespace scan's."""
 
     def __init__(
         self,
@@ -127,6 +136,9 @@ class Reader:
         scan_count: int = 100_000,
         metrics_window_minutes: int = MIN_WINDOW_MINUTES,
         queues: QueueSelector | None = None,
+        collect_cron: bool = True,
+        cron_jobs: CronJobSelector | None = None,
+        cron_namespaces: CronNamespaces | None = None,
         # The bytes one poll's replies may take (None: any); past it the poll fails.
         max_reply_bytes: int | None = None,
     ) -> None:
@@ -135,6 +147,9 @@ class Reader:
         self.scan_count = scan_count
         self.metrics_window_minutes = metrics_window_minutes
         self.queues = queues if queues is not None else QueueSelector()
+        self.collect_cron = collect_cron
+        self.cron_jobs = cron_jobs if cron_jobs is not None else CronJobSelector()
+        self.cron_namespaces = cron_namespaces if cron_namespaces is not None else CronNamespaces()
         # BITFIELD_RO needs Redis 6.0 and an ACL grant; without it the same bytes come by GET.
         self.histograms_by_get = False
         self._packs = PackCache()  # a cache of request bytes, not of data
@@ -171,9 +186,12 @@ class Reader:
             skipped_keys=tuple(poll.skipped.examples),
             enqueued_jobs=second.enqueued_jobs,
             metrics_window_start=int(minutes[-1].timestamp()),
+            cron_jobs=second.cron_jobs,
+            leader=first.leader,
         )
 
-    # --- round trip 1: TIME, the sets, counters, sorted-set facts, paused, metric buckets ---
+    # --- round trip 1: TIME, the sets, counters, sorted-set facts, paused, metric buckets,
+    # the leader, sidekiq-cron's sets and a page of its namespace scan ---
 
     async def _round_trip_1(
         self, poll: _Poll, now_hint: float, minutes: Sequence[datetime]
@@ -208,6 +226,11 @@ class Reader:
         )
         paused = plan.section([("SMEMBERS", keys.paused)])
         metrics = plan.section(("HGETALL", key) for key, _, _ in metric_keys)
+        leader = plan.section([("GET", keys.leader)])
+        cron_namespaces, cron_sets_dropped = self._cron_sets_to_read()
+        cron_sets = plan.section(self._cron_set_commands(cron_namespaces))
+        scan_cursor = self.cron_namespaces.next_page(now_hint) if self.collect_cron else None
+        cron_scan = plan.section(self._namespace_scan_commands(scan_cursor))
         replies = await poll.send(plan.commands)
 
         skipped, int_reply, lowest_score = poll.skipped, decode.int_reply, decode.lowest_score
@@ -215,8 +238,12 @@ class Reader:
         processed, failed, scheduled, retries, dead, scheduled_low, retries_low = replies[stats]
         (time_reply,) = replies[clock]
         (paused_reply,) = replies[paused]
+        (leader_reply,) = replies[leader]
+        now = decode.redis_time(time_reply, skipped, now_hint)
+        if scan_cursor is not None:
+            self._namespace_page_read(now, replies[cron_scan][0], skipped)
         return _First(
-            now=decode.redis_time(time_reply, skipped, now_hint),
+            now=now,
             queue_names=queue_names,
             identities=identities,
             paused=set(decode.unique_text(decode.members(paused_reply, skipped, keys.paused))),
@@ -236,7 +263,67 @@ class Reader:
                 for (key, minute, family), reply in zip(metric_keys, replies[metrics], strict=True)
                 if (by_class := decode.metrics_hash(reply, skipped, key)) is not None
             ],
+            cron_jobs=self._cron_jobs_to_read(
+                cron_namespaces, replies[cron_sets], cron_sets_dropped, skipped
+            ),
+            leader=decode.text_reply(leader_reply, skipped),
         )
+
+    def _cron_sets_to_read(self) -> tuple[list[str], int]:
+        """The cron sets of this poll: 1.x's (namespace "") and each 2.x namespace's, within
+        the cron limit, and how many namespaces it left out."""
+        if not self.collect_cron:
+            return [], 0
+        return self.cron_jobs.sets(["", *self.cron_namespaces.namespaces])
+
+    def _cron_set_commands(self, namespaces: Sequence[str]) -> list[Command]:
+        # One SSCAN page of at most ~limit members, never more: a set too large for it (e.g. a
+        # runaway dynamic schedule) is read that far, its SCARD tells how many were left.
+        count = self.cron_jobs.limit or self.scan_count
+        commands: list[Command] = []
+        for namespace in namespaces:
+            key = self.keys.cron_set(namespace)
+            commands.append(("SSCAN", key, 0, "COUNT", count))
+            commands.append(("SCARD", key))
+        return commands
+
+    def _namespace_scan_commands(self, cursor: bytes | None) -> list[Command]:
+        if cursor is None:
+            return []
+        pattern = self.keys.cron_namespace_pattern
+        return [("SCAN", cursor, "MATCH", pattern, "TYPE", "set", "COUNT", SCAN_PAGE_KEYS)]
+
+    def _namespace_page_read(self, now: float, reply: object, skipped: decode.Skipped) -> None:
+        page = decode.namespace_page(reply, skipped)
+        if page is None:
+            self.cron_namespaces.page_failed(now)
+            return
+        cursor, keys = page
+        namespaces = [ns for key in keys if (ns := self.keys.namespace_of(key)) is not None]
+        self.cron_namespaces.page_read(now, cursor, namespaces)
+
+    def _cron_jobs_to_read(
+        self,
+        namespaces: Sequence[str],
+        replies: Sequence[object],
+        unread: int,
+        skipped: decode.Skipped,
+    ) -> list[tuple[str, str, str]]:
+        """(namespace, name, key) of the cron jobs round trip 2 reads, limits applied."""
+        key_of: dict[tuple[str, str], str] = {}
+        pairs = iter(replies)
+        for namespace, scan, size in zip(namespaces, pairs, pairs, strict=True):
+            members, left = decode.cron_set(scan, size, skipped)
+            unread += left
+            for member in members:
+                job = (namespace, self.keys.cron_job_name(member, namespace))
+                key_of.setdefault(job, self.keys.cron_job(member))
+        if not key_of and not unread:
+            return []
+        kept, dropped = self.cron_jobs.select(list(key_of), unread)
+        if dropped:
+            skipped[CRON_LIMIT] += dropped
+        return [(namespace, name, key_of[namespace, name]) for namespace, name in kept]
 
     async def _scan_sets(
         self, poll: _Poll, replies: Sequence[object]
@@ -260,7 +347,8 @@ class Reader:
                 sets[index] = (key, cursor, members + page)
         return decode.unique_text(sets[0][2]), decode.unique_text(sets[1][2])
 
-    # --- round trip 2: past-due counts, per queue, per process, per class histogram ---
+    # --- round trip 2: past-due counts, per queue, per process, per class histogram, per
+    # cron job ---
 
     async def _round_trip_2(self, poll: _Poll, first: _First) -> _Second:
         keys, now = self.keys, first.now
@@ -283,6 +371,7 @@ class Reader:
         queues = plan.section(self._queue_commands(first.queue_names, tails))
         processes = plan.section(self._process_commands(first.identities))
         histograms = plan.section(self._histogram_command(key) for key in histogram_keys)
+        cron = plan.section(("HMGET", key, *CRON_JOB_FIELDS) for _, _, key in first.cron_jobs)
         replies = await poll.send(plan.commands)
 
         skipped, commands = poll.skipped, plan.commands
@@ -316,6 +405,13 @@ class Reader:
             processes=tuple(process_samples),
             running_jobs=tuple(running),
             metrics_minutes=minutes,
+            cron_jobs=tuple(
+                decode.cron_jobs(
+                    [(ns, name) for ns, name, _ in first.cron_jobs], replies[cron], skipped
+                )
+            )
+            if self.collect_cron
+            else None,
         )
 
     def _queue_commands(self, names: Sequence[str], tails: frozenset[str]) -> list[Command]:

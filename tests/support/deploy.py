@@ -2,14 +2,13 @@
 
 Core Kubernetes kinds go to `kubernetes-validate --strict` (PyPI); it skips custom resources, so
 ServiceMonitor, PrometheusRule and ScaledObject are checked against their CRD schemas by
-tests/crd_schemas/validate.mjs (npm @kubernetes-models/*, offline, run with node).
+tests/node/validate-crds.mjs (npm @kubernetes-models/*, offline, run with node).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -19,17 +18,14 @@ from typing import Any
 
 import yaml
 
+from tests.support.node import NODE_MODULES, VALIDATE_CRDS, node
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 KUBERNETES_VALIDATE = REPO_ROOT / ".venv" / "bin" / "kubernetes-validate"
-CRD_SCHEMAS = REPO_ROOT / "tests" / "crd_schemas"
-SETUP_HINT = "run `scripts/setup-deploy-tools.sh` (node, npm ci in tests/crd_schemas)"
 
 # API groups of the custom resources in deploy/ (their schemas: CRD_SCHEMAS).
 CUSTOM_API_GROUPS = frozenset({"monitoring.coreos.com", "keda.sh"})
-
-# The recording rule the autoscaling recipe scales on (alerts/): latency ÷ SLA per queue.
-LATENCY_OVER_SLA_RULE = "target_queue:sidekiq_queue_latency_over_sla:ratio"
 
 
 @dataclass(frozen=True)
@@ -86,12 +82,8 @@ def kubernetes_validate(paths: Sequence[Path], version: str | None = None) -> st
 
 def crd_schema_errors(objects: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, str | None]:
     """{name: None if valid, else the schema error} for custom resources (see module doc)."""
-    node = shutil.which("node")
-    if node is None or not (CRD_SCHEMAS / "node_modules").is_dir():
-        raise AssertionError(f"node or tests/crd_schemas/node_modules missing: {SETUP_HINT}")
     done = subprocess.run(
-        [node, "validate.mjs"],
-        cwd=CRD_SCHEMAS,
+        [node(), str(VALIDATE_CRDS), str(NODE_MODULES)],
         input=json.dumps([{"name": name, "doc": doc} for name, doc in objects]),
         capture_output=True,
         text=True,
@@ -115,8 +107,8 @@ def image_repository() -> str:
 def scaledobject_queries(path: Path = DEPLOY / "keda" / "scaledobject.yaml") -> dict[str, str]:
     """{queue: PromQL} of the ScaledObject's prometheus triggers, one per queue.
 
-    Each query selects one queue of the recording rule by an exact `queue="..."` matcher; a
-    later end-to-end test evaluates them on a real Prometheus.
+    Each query selects one queue of the recording rule by an exact `queue="..."` matcher;
+    tests/test_monitoring_e2e.py evaluates them on real Prometheus 2 and 3.
     """
     (scaled,) = [m.doc for m in manifests(path.parent) if m.kind == "ScaledObject"]
     queries: dict[str, str] = {}

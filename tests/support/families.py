@@ -14,3 +14,8 @@ JOB_CLASS_FAMILIES = frozenset(
     if family.sidekiq == JOB_METRICS_VERSIONS
     for sample in family.samples
 )
+
+# Per sidekiq-cron job: only where sidekiq-cron runs.
+CRON_JOB_FAMILIES = frozenset(
+    sample for family in METRICS if "cron_job" in family.labels for sample in family.samples
+)

@@ -1,9 +1,10 @@
 """A fixed store rendered to `/metrics` bytes, to compare with the files under `tests/golden/`.
 
 The store holds four targets: `main` (every family, a histogram, queues with and without an
-SLA, label values that need escaping, a job class and a process beyond the limits), `legacy`
-(a Sidekiq 6.4 without execution metrics), `old` (a snapshot past the staleness deadline:
-self-metrics only) and `new` (before its first poll). Everything is fixed, the clock
+SLA, sidekiq-cron jobs of both generations, label values that need escaping, a job class and
+a process beyond the limits), `legacy` (a Sidekiq 6.4 without execution metrics, cron not
+read), `old` (a snapshot past the staleness deadline: self-metrics only) and `new` (before its
+first poll). Everything is fixed, the clock
 included, so the bytes only change when the exposition does. Regenerate with
 `.venv/bin/python -m tests.support.generated` when a change is intended.
 """
@@ -18,6 +19,8 @@ from prometheus_client.exposition import choose_encoder
 from exporter.collector import SidekiqCollector
 from exporter.model import (
     HISTOGRAM_BUCKETS,
+    CronJobSample,
+    CronJobSchedule,
     JobClassTotals,
     ProcessSample,
     QueueSample,
@@ -75,6 +78,21 @@ def _process(identity: str, tag: str, version: str, **fields: object) -> Process
     return ProcessSample(identity=identity, tag=tag, version=version, **values)  # type: ignore[arg-type]
 
 
+# sidekiq-cron jobs of `main`, with the next tick derive would have computed for each.
+CRON_JOBS = (
+    # 1.x (no namespace), on time: fired this minute, next at the next minute.
+    (CronJobSample("", "every_minute", True, "* * * * *", NOW - 20), NOW + 40),
+    # 2.x: an hourly job that fired at 22:00 and missed 23:00, an hour ago.
+    (CronJobSample("default", "hourly_report", True, "0 * * * *", NOW - 7_200 + 3), NOW - 3_600),
+    # Disabled: no next tick, no overdue time.
+    (CronJobSample("default", "nightly_cleanup", False, "30 3 * * *", NOW - 86_400), None),
+    # Enabled and never enqueued: expected at the first tick after the exporter saw it.
+    (CronJobSample("billing", "monthly_invoices", True, "@monthly", None), NOW + 31 * 86_400),
+    # A line the exporter cannot evaluate (fugit's natural language): no schedule series.
+    (CronJobSample("billing", 'odd "job" \\ name', True, "every day at noon", NOW - 43_200), None),
+)
+
+
 def _main_snapshot() -> Snapshot:
     sample = Sample(
         redis_time=NOW,
@@ -125,6 +143,8 @@ def _main_snapshot() -> Snapshot:
         metrics_minutes=(),
         round_trips=2,
         commands=58,
+        cron_jobs=tuple(job for job, _ in CRON_JOBS),
+        leader="web-1:101:aaaaaaaaaaaa",
     )
     return Snapshot(
         target="main",
@@ -154,7 +174,8 @@ def _main_snapshot() -> Snapshot:
             EXPORTS: 0.0,
         },
         running_jobs=tuple(j for j in sample.running_jobs if j.job_class != "DroppedJob"),
-        skipped={"class_limit": 1, "process_limit": 1},
+        skipped={"class_limit": 1, "unparseable_cron": 1, "process_limit": 1},
+        cron_jobs=tuple(CronJobSchedule(job, tick) for job, tick in CRON_JOBS),
         processes=sample.processes[:2],
     )
 
@@ -202,6 +223,7 @@ def golden_store() -> Store:
             skipped_totals={
                 "invalid_job": 3,
                 "class_limit": 360,
+                "unparseable_cron": 360,
                 "process_limit": 20,
                 "label_too_long": 2,  # a 2 KiB queue name, left out on two polls
             },

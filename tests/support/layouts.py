@@ -6,6 +6,16 @@ the benchmarks; the real 6.4.1 and 7.3.2 processes of the conformance suite chec
 writer matches reality.
 """
 
-from exporter.demo.layout import ALL, V6_4_1, V7, V8_0, V8_1_2, SidekiqWriter, is_v8
+from exporter.demo.layout import (
+    ALL,
+    CRON_1,
+    CRON_2,
+    V6_4_1,
+    V7,
+    V8_0,
+    V8_1_2,
+    SidekiqWriter,
+    is_v8,
+)
 
-__all__ = ["ALL", "V6_4_1", "V7", "V8_0", "V8_1_2", "SidekiqWriter", "is_v8"]
+__all__ = ["ALL", "CRON_1", "CRON_2", "V6_4_1", "V7", "V8_0", "V8_1_2", "SidekiqWriter", "is_v8"]

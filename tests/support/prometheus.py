@@ -29,15 +29,14 @@ from typing import Any, Self
 
 import yaml
 
+from monitoring.config import DEFAULT_EXPORTER_JOB
+
 from .processes import StartCleanupContext, log_file_tail, stop_process
 from .redis_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_HINT = (
     "run `sudo scripts/setup-test-services.sh` (it installs Prometheus 2 and 3, Alertmanager)"
-)
-EXPORTER_JOB = (
-    "sidekiq-exporter"  # the scrape job the rules' `up` alerts select (monitoring.config)
 )
 
 
@@ -137,7 +136,7 @@ class _Server(StartCleanupContext):
 
 
 class PrometheusServer(_Server):
-    """A Prometheus scraping the exporter at `scrape` every `interval`, as job sidekiq-exporter."""
+    """A Prometheus scraping the exporter at `scrape` every `interval`, as the rules' job."""
 
     name = "prometheus"
 
@@ -161,7 +160,7 @@ class PrometheusServer(_Server):
             },
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [
-                {"job_name": EXPORTER_JOB, "static_configs": [{"targets": [scrape]}]}
+                {"job_name": DEFAULT_EXPORTER_JOB, "static_configs": [{"targets": [scrape]}]}
             ],
         }
         if alertmanager is not None:

@@ -257,6 +257,15 @@ def load_cron(
     return run_ruby_json(version, "cron", *args, redis_url=redis_url)
 
 
+def cron_jobs(version: str | SidekiqVersion, redis_url: str) -> list[dict[str, Any]]:
+    """What `Sidekiq::Cron::Job.all` reads (tests/sidekiq_app/cron.rb, 6.4.1 only): per job
+    its name, status, `enabled?` and last enqueue time (text and epoch seconds)."""
+    jobs: list[dict[str, Any]] = run_ruby_json(version, "cron", "load=0", redis_url=redis_url)[
+        "jobs"
+    ]
+    return jobs
+
+
 def _resp_for_url(redis_url: str) -> RespConnection:
     u = urlsplit(redis_url)
     if u.scheme == "unix":

@@ -1,11 +1,22 @@
 // Validates Kubernetes custom resources against their CRD schemas, offline.
 //
+//   node validate-crds.mjs NODE_MODULES < objects.json
+//
+// NODE_MODULES: where scripts/setup-node-tools.sh installed the packages (.cache/node-tools/
+// node_modules; an ES module resolves bare names only next to itself, hence the paths below).
 // stdin: a JSON array of {"name": "...", "doc": {...}}; stdout: a JSON array of
 // {"name": "...", "kind": "...", "error": null | "..."}, one per input, in order.
 // A kind without a schema here is an error, never a pass.
 import { readFileSync } from "node:fs";
-import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1";
-import { PrometheusRule, ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+
+const modules = process.argv[2];
+const load = (path) => import(pathToFileURL(join(modules, path)).href);
+const { ScaledObject } = await load("@kubernetes-models/keda/keda.sh/v1alpha1/index.js");
+const { PrometheusRule, ServiceMonitor } = await load(
+  "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/index.js",
+);
 
 const MODELS = {
   "keda.sh/v1alpha1/ScaledObject": ScaledObject,
