@@ -30,8 +30,8 @@ QUEUE_LIMIT: Final = "queue_limit"  # a queue beyond --collect.queues.max
 CLASS_LIMIT: Final = "class_limit"  # a job class beyond --collect.job-classes.max
 CRON_LIMIT: Final = "cron_limit"  # a sidekiq-cron job (or namespace) beyond --collect.cron.max
 PROCESS_LIMIT: Final = "process_limit"  # a process beyond --collect.processes.max
-# A queue, class, process or cron job with a label value from Redis (name, identity, hostname,
-# tag, version, cron namespace) longer than --collect.label-value-length.max.
+# A queue, class, process, cron job or leader with a label value from Redis (name, identity,
+# hostname, tag, version, cron namespace) longer than --collect.label-value-length.max.
 LABEL_TOO_LONG: Final = "label_too_long"
 # Every reason above: the limits' share of `sidekiq_exporter_skipped_items_total{reason}`.
 REASONS: Final = (QUEUE_LIMIT, CLASS_LIMIT, CRON_LIMIT, PROCESS_LIMIT, LABEL_TOO_LONG)
@@ -39,6 +39,16 @@ REASONS: Final = (QUEUE_LIMIT, CLASS_LIMIT, CRON_LIMIT, PROCESS_LIMIT, LABEL_TOO
 _LOGGED_PREFIX_CHARS: Final = 64
 
 Skips = dict[str, int]  # reason -> items skipped, only reasons with some
+
+
+def label_fits(value: str, max_bytes: int | None) -> bool:
+    """True if `value` is at most `max_bytes` long in UTF-8 (None: any length), the bound on
+    every label value taken from Redis (--collect.label-value-length.max)."""
+    # Length in characters first: a UTF-8 character is 1 to 4 bytes (names from Redis are
+    # valid text by now: bytes are decoded with replacement, JSON strings sanitised).
+    if max_bytes is None or len(value) * 4 <= max_bytes:
+        return True
+    return len(value) <= max_bytes and len(value.encode()) <= max_bytes
 
 
 def _skips(counts: Skips) -> Skips:
@@ -77,12 +87,7 @@ class _Selector:
 
     def fits(self, value: str) -> bool:
         """True if `value` is short enough to be a label value (`max_label_bytes` of UTF-8)."""
-        limit = self.max_label_bytes
-        # Length in characters first: a UTF-8 character is 1 to 4 bytes (names from Redis are
-        # valid text by now: bytes are decoded with replacement, JSON strings sanitised).
-        if limit is None or len(value) * 4 <= limit:
-            return True
-        return len(value) <= limit and len(value.encode()) <= limit
+        return label_fits(value, self.max_label_bytes)
 
     def _limit_reached(self, event: str, **fields: object) -> None:
         """Warn, once per target, that the cap dropped something."""
@@ -311,10 +316,19 @@ class CronJobSelector(_Selector):
 
     def select(
         self, jobs: Sequence[tuple[str, str]], unread: int = 0
-    ) -> tuple[list[tuple[str, str]], int]:
-        """(jobs to read, how many the limit dropped) for one poll; `unread` are jobs already
-        dropped, left unread in sets or namespaces too large to read (counted, and warned of)."""
+    ) -> tuple[list[tuple[str, str]], Skips]:
+        """(jobs to read, what was skipped by reason) for one poll; `unread` are jobs already
+        dropped, left unread in sets or namespaces too large to read (counted, and warned of).
+        A job whose namespace or name is too long to be a label is skipped before the limit."""
         permitted = [job for job in dict.fromkeys(jobs) if self.permitted(job[1])]
+        too_long = 0
+        if self.max_label_bytes is not None:
+            fitting = [job for job in permitted if self.fits(job[0]) and self.fits(job[1])]
+            too_long = len(permitted) - len(fitting)
+            if too_long:
+                namespace, name = next(job for job in permitted if job not in fitting)
+                self._too_long("cron job", name if not self.fits(name) else namespace)
+            permitted = fitting
         dropped = unread
         if self.limit is not None and len(permitted) > self.limit:
             previous = self._exported_jobs
@@ -330,4 +344,4 @@ class CronJobSelector(_Selector):
                 "exported and are counted in "
                 'sidekiq_exporter_skipped_items_total{reason="cron_limit"}',
             )
-        return permitted, dropped
+        return permitted, _skips({CRON_LIMIT: dropped, LABEL_TOO_LONG: too_long})

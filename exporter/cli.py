@@ -147,6 +147,7 @@ def build_pollers(
             # The scan's state, per target: kept here, outside the reader (docs/architecture.md).
             cron_namespaces=CronNamespaces(),
             max_reply_bytes=settings.poll_max_bytes,
+            max_label_bytes=label_bytes,
         )
         pollers.append(
             Poller(

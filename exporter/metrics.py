@@ -136,8 +136,8 @@ SKIPPED_ITEMS: Final = Family(
     "`TIME`), `invalid_cron_job`, `unparseable_cron`, `wrong_type`, `command_error`, "
     "`queue_limit`, `class_limit`, `cron_limit` ([cron](cron.md) for the three cron ones), "
     "`process_limit` (a live process without per-process series), `label_too_long` (a queue, "
-    "class, process or cron job whose name, identity, hostname, tag, version or namespace is "
-    "longer than `--collect.label-value-length.max`).",
+    "class, process, cron job or leader whose name, identity, hostname, tag, version or "
+    "namespace is longer than `--collect.label-value-length.max`).",
 )
 
 # --- Sidekiq: the whole target -------------------------------------------------------------------

@@ -270,8 +270,9 @@ JOB_CLASSES_DENY: Final[Flag[re.Pattern[str] | None]] = Flag(
 )
 LABEL_VALUE_LENGTH_MAX: Final = Flag(
     "collect.label-value-length.max",
-    "longest label value taken from Redis (queue, class, identity, hostname, tag, version), in "
-    "UTF-8 bytes; a queue, class or process with a longer one is not exported, and counted",
+    "longest label value taken from Redis (queue, class, process identity, hostname, tag, "
+    "version, cron job, cron namespace, leader), in UTF-8 bytes; what has a longer one is not "
+    "exported, and is counted",
     parse_limit,
     1024,
     "BYTES",

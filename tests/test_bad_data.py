@@ -105,7 +105,7 @@ NOT_NUMERIC = st.binary(max_size=16).filter(
     lambda raw: decode.parse_float(raw) is None and decode.parse_int(raw) is None
 )
 NOT_A_TIME = st.binary(min_size=1, max_size=24).filter(
-    lambda raw: isinstance(decode.cron_enqueue_time(raw), Skip)
+    lambda raw: decode.cron_enqueue_time(raw) == Skip(decode.INVALID_CRON_JOB)
 )
 TIMESTAMP_FIELDS = st.fixed_dictionaries(
     {},
@@ -432,7 +432,7 @@ def worlds(draw: st.DrawFn) -> tuple[Callable[[redis.Redis, float], None], Plan]
         }
         if time_kind == "random":
             job_fields[b"status"] = draw(st.sampled_from([b"enabled", b"disabled"]) | RAW)
-        plan.add(time_kind, decode.INVALID_CRON_JOB)
+        plan.add(time_kind, decode.INVALID_CRON_JOB, timestamps=True)
         # The line is evaluated only for a job that decodes and is enabled.
         if time_kind == "valid":
             plan.add(line_kind, UNPARSEABLE_CRON)

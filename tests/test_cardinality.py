@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from exporter.cardinality import (
     CLASS_LIMIT,
+    CRON_LIMIT,
     LABEL_TOO_LONG,
     PROCESS_LIMIT,
     QUEUE_LIMIT,
@@ -248,15 +249,19 @@ def test_every_selector_skips_and_counts_values_too_long() -> None:
         replace(fine, identity="p4", version=long),
     ]
     assert processes.select([fine, *every_label]) == ((fine,), {LABEL_TOO_LONG: 4})
+    cron = CronJobSelector(max_label_bytes=8)
+    jobs = [("", "nightly"), ("", long), (long, "hourly")]
+    assert cron.select(jobs) == ([("", "nightly")], {LABEL_TOO_LONG: 2})
 
 
 async def test_no_label_value_from_redis_exceeds_the_limit(
     sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
 ) -> None:
     # A long value in every place a label value comes from: queue names (the queues set, a
-    # process's queues, a running job's queue), job classes (metrics, running jobs), and a
-    # process's identity, hostname, tag and version. One of each, 2 KiB, over the 1 KiB
-    # default: skipped and counted, and nothing else changes (totals stay exact).
+    # process's queues, a running job's queue), job classes (metrics, running jobs), a
+    # process's identity, hostname, tag and version, a sidekiq-cron job's name and namespace,
+    # and Sidekiq Enterprise's leader. One of each, 2 KiB, over the 1 KiB default: skipped and
+    # counted, and nothing else changes (totals stay exact).
     long = "L" * 2048
     writer = SidekiqWriter(sync_client, V8_1_2)
     now = float(sync_client.time()[0])
@@ -274,14 +279,33 @@ async def test_no_label_value_from_redis_exceeds_the_limit(
     minute = datetime.fromtimestamp(int(now // 60) * 60, UTC)
     writer.metrics(minute, "Job", executions=1)
     writer.metrics(minute, long + "Metric", executions=1)
+    cron_jobs = {
+        "cron_job:nightly": "",  # 1.x
+        f"cron_job:{long}": "",
+        "cron_job:default:hourly": "default",  # 2.x
+        f"cron_job:{long}:hourly": long,
+    }
+    for member, namespace in cron_jobs.items():
+        sync_client.sadd(writer.keys.cron_set(namespace), member)
+        sync_client.hset(member, mapping={"status": "enabled", "cron": "0 * * * *"})
+    sync_client.set(writer.keys.leader, long)
     async with Pipeline.build(["--poll.interval=1s"], client=client) as pipeline:
+        assert await pipeline.poll()  # finds the cron namespaces; the next poll reads them
         assert await pipeline.poll()
         scrape = await pipeline.scrape_openmetrics()
     values = {value for _, labels in scrape.samples for _, value in labels}
     assert max(len(value.encode()) for value in values) <= 1024
     t = {"target": "default"}
-    # Three queues, two classes (each counted once per poll) and four processes.
-    assert scrape.value("sidekiq_exporter_skipped_items_total", **t, reason=LABEL_TOO_LONG) == 9
+    # Per poll: three queues, two classes, four processes, a 1.x cron job, the leader; the
+    # cron job of the long namespace on the second poll only (when its set is first read).
+    too_long = scrape.value("sidekiq_exporter_skipped_items_total", **t, reason=LABEL_TOO_LONG)
+    assert too_long == 2 * (3 + 2 + 4 + 1 + 1) + 1
+    cron = scrape.series("sidekiq_cron_job_enabled", **t)
+    assert {(dict(ls)["cron_namespace"], dict(ls)["cron_job"]) for ls in cron} == {
+        ("", "nightly"),
+        ("default", "hourly"),
+    }
+    assert scrape.get("sidekiq_leader_info", **t, identity=long) is None
     assert set(scrape.by_label("sidekiq_queue_enqueued_jobs", "queue", **t)) == {"default"}
     assert scrape.value("sidekiq_enqueued_jobs", **t) == 2
     assert scrape.value("sidekiq_processes", **t) == 5
@@ -297,17 +321,18 @@ def test_cron_jobs_by_namespace_and_name_stable_across_polls() -> None:
     selector = CronJobSelector("main", limit=2)
     jobs = [("default", "c"), ("", "b"), ("default", "a")]
     with capture_logs() as logs:
-        assert selector.select(jobs) == ([("", "b"), ("default", "a")], 1)
+        assert selector.select(jobs) == ([("", "b"), ("default", "a")], {CRON_LIMIT: 1})
         # A job that sorts first appears: those exported last time stay.
-        assert selector.select([("", "a"), *jobs], unread=3) == ([("", "b"), ("default", "a")], 5)
+        kept = selector.select([("", "a"), *jobs], unread=3)
+        assert kept == ([("", "b"), ("default", "a")], {CRON_LIMIT: 5})
     assert [e["event"] for e in logs] == [CRON_JOB_LIMIT_REACHED]  # once per target
-    assert CronJobSelector().select(jobs) == (jobs, 0)  # no limit: every job, as found
+    assert CronJobSelector().select(jobs) == (jobs, {})  # no limit: every job, as found
 
 
 def test_cron_allow_deny_on_the_job_name_and_sets_within_the_limit() -> None:
     selector = CronJobSelector(allow=re.compile("report_.*"), deny=re.compile(".*_tmp"))
     jobs = [("a", "report_daily"), ("b", "report_tmp"), ("report_x", "other")]
-    assert selector.select(jobs) == ([("a", "report_daily")], 0)
+    assert selector.select(jobs) == ([("a", "report_daily")], {})
     # Each set holds a job at least: no more sets are read than jobs can be exported.
     assert CronJobSelector(limit=2).sets(["", "b", "c"]) == (["", "b"], 1)
     assert CronJobSelector().sets(["", "b", "c"]) == (["", "b", "c"], 0)

@@ -373,6 +373,12 @@ def test_cron_enqueue_time_garbage_is_skipped(raw: bytes) -> None:
     assert decode.cron_enqueue_time(raw) == Skip(decode.INVALID_CRON_JOB)
 
 
+@pytest.mark.parametrize("raw", [b"1970-01-01 00:00:00 +0000", b"9999-12-31T23:59:59+14:00"])
+def test_cron_enqueue_time_outside_the_plausible_years_is_skipped(raw: bytes) -> None:
+    # Before 2001-09-09, or after the year 5138 (1e11 s).
+    assert decode.cron_enqueue_time(raw) == Skip(decode.INVALID_TIMESTAMP)
+
+
 def test_cron_job_from_its_fields() -> None:
     job = decode.decode_cron_job("default", "nightly", [b"enabled", b"0 3 * * *", b""])
     assert job == CronJobSample("default", "nightly", True, "0 3 * * *", None)

@@ -388,7 +388,7 @@ def cron_enqueue_time(raw: bytes | None) -> float | Skip | None:
         return Skip(INVALID_CRON_JOB)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return plausible_time(moment.timestamp())
 
 
 def decode_cron_job(
@@ -692,35 +692,39 @@ def bitfield_ro_refused(replies: Sequence[object]) -> bool:
     return False
 
 
-def text_reply(reply: object, skipped: Skipped) -> str | None:
+def text_reply(reply: object, skipped: Skipped, key: str = "") -> str | None:
     """A string reply (`GET`) as text; None when the key is absent."""
-    if skipped.error(reply) or not isinstance(reply, bytes):
+    if skipped.error(reply, key) or not isinstance(reply, bytes):
         return None
     return _as_text(reply)
 
 
-def cron_set(scan: object, size: object, skipped: Skipped) -> tuple[list[str], int]:
+def cron_set(scan: object, size: object, skipped: Skipped, key: str = "") -> tuple[list[str], int]:
     """A cron set from one `SSCAN … COUNT n` page and its `SCARD`: (members read, how many
     members that page did not reach). A set too large for the page is not read further."""
-    cursor, page = scan_page(scan, skipped)
+    cursor, page = scan_page(scan, skipped, key)
     members = unique_text(page)
     if cursor == b"0":
         return members, 0
-    return members, max(0, int_reply(size, skipped) - len(members))
+    return members, max(0, int_reply(size, skipped, key) - len(members))
 
 
 def cron_jobs(
-    jobs: Sequence[tuple[str, str]], replies: Sequence[object], skipped: Skipped
+    jobs: Sequence[tuple[str, str]],
+    replies: Sequence[object],
+    skipped: Skipped,
+    keys: Sequence[str] = (),
 ) -> list[CronJobSample]:
     """The cron jobs section: per (namespace, name) its `HMGET` of `status`, `cron` and
-    `last_enqueue_time`."""
+    `last_enqueue_time`; `keys` the job hashes read (for the keys of what is skipped)."""
     samples: list[CronJobSample] = []
-    for (namespace, name), fields in zip(jobs, replies, strict=True):
-        if skipped.error(fields) or not isinstance(fields, list):
+    for index, ((namespace, name), fields) in enumerate(zip(jobs, replies, strict=True)):
+        key = keys[index] if keys else ""
+        if skipped.error(fields, key) or not isinstance(fields, list):
             continue
         job = decode_cron_job(namespace, name, fields)
         if isinstance(job, CronJobSample):
             samples.append(job)
         else:
-            skipped.skip(job)  # None: the hash is gone
+            skipped.skip(job, key)  # None: the hash is gone
     return samples

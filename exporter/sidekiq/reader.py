@@ -12,7 +12,7 @@ from datetime import datetime
 
 from redis.asyncio import Redis
 
-from exporter.cardinality import CRON_LIMIT, CronJobSelector, QueueSelector
+from exporter.cardinality import LABEL_TOO_LONG, CronJobSelector, QueueSelector, label_fits
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     CronJobSample,
@@ -141,9 +141,13 @@ class Reader:
         cron_namespaces: CronNamespaces | None = None,
         # The bytes one poll's replies may take (None: any); past it the poll fails.
         max_reply_bytes: int | None = None,
+        # The longest label value the reader itself takes from Redis (the leader identity; the
+        # selectors bound the others).
+        max_label_bytes: int | None = None,
     ) -> None:
         self.keys = KeyNames.for_namespace(key_prefix)
         self.max_reply_bytes = max_reply_bytes
+        self.max_label_bytes = max_label_bytes
         self.scan_count = scan_count
         self.metrics_window_minutes = metrics_window_minutes
         self.queues = queues if queues is not None else QueueSelector()
@@ -266,8 +270,16 @@ class Reader:
             cron_jobs=self._cron_jobs_to_read(
                 cron_namespaces, replies[cron_sets], cron_sets_dropped, skipped
             ),
-            leader=decode.text_reply(leader_reply, skipped),
+            leader=self._leader(leader_reply, skipped),
         )
+
+    def _leader(self, reply: object, skipped: decode.Skipped) -> str | None:
+        """Sidekiq Enterprise's leader identity; a label value, so within the label length."""
+        leader = decode.text_reply(reply, skipped, self.keys.leader)
+        if leader is not None and not label_fits(leader, self.max_label_bytes):
+            skipped.add(LABEL_TOO_LONG, self.keys.leader)
+            return None
+        return leader
 
     def _cron_sets_to_read(self) -> tuple[list[str], int]:
         """The cron sets of this poll: 1.x's (namespace "") and each 2.x namespace's, within
@@ -313,16 +325,15 @@ class Reader:
         key_of: dict[tuple[str, str], str] = {}
         pairs = iter(replies)
         for namespace, scan, size in zip(namespaces, pairs, pairs, strict=True):
-            members, left = decode.cron_set(scan, size, skipped)
+            members, left = decode.cron_set(scan, size, skipped, self.keys.cron_set(namespace))
             unread += left
             for member in members:
                 job = (namespace, self.keys.cron_job_name(member, namespace))
                 key_of.setdefault(job, self.keys.cron_job(member))
         if not key_of and not unread:
             return []
-        kept, dropped = self.cron_jobs.select(list(key_of), unread)
-        if dropped:
-            skipped[CRON_LIMIT] += dropped
+        kept, limited = self.cron_jobs.select(list(key_of), unread)
+        skipped.update(limited)
         return [(namespace, name, key_of[namespace, name]) for namespace, name in kept]
 
     async def _scan_sets(
@@ -407,7 +418,10 @@ class Reader:
             metrics_minutes=minutes,
             cron_jobs=tuple(
                 decode.cron_jobs(
-                    [(ns, name) for ns, name, _ in first.cron_jobs], replies[cron], skipped
+                    [(ns, name) for ns, name, _ in first.cron_jobs],
+                    replies[cron],
+                    skipped,
+                    [key for _, _, key in first.cron_jobs],
                 )
             )
             if self.collect_cron
