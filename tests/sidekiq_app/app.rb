@@ -178,8 +178,9 @@ end
 # SIDEKIQ_APP_NO_SCHEDULER=1: the scheduler thread never starts (`Launcher#run` calls
 # `Poller#start`, `#terminate` copes with no thread: v6.4.1 lib/sidekiq/scheduled.rb:83-104,
 # the same in 7.x and 8.x). So a process that stays awake (not quiet) neither moves scheduled or
-# retry jobs nor prunes the `processes` set (6.4.1's scheduler runs `ProcessSet.new`, which
-# cleans up, on every wait) while a test compares numbers.
+# retry jobs nor prunes the `processes` set (6.4.1's scheduler builds a cleaning `ProcessSet`
+# on every 10th wait, the first included: v6.4.1 lib/sidekiq/scheduled.rb:184-193) while a test
+# compares numbers.
 if ENV["SIDEKIQ_APP_NO_SCHEDULER"] == "1"
   require "sidekiq/scheduled"
   Sidekiq::Scheduled::Poller.prepend(Module.new { def start = nil })
