@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from exporter import __version__
 from exporter.cardinality import CronJobSelector, JobClassSelector, QueueSelector
 from exporter.clock import Clock, SystemClock
-from exporter.collector import SidekiqCollector
+from exporter.collector import HttpCollector, SidekiqCollector
 from exporter.config_file import ConfigError
 from exporter.connection import create_redis_client
 from exporter.derive import DeriveConfig, Deriver
@@ -42,9 +43,14 @@ from exporter.sidekiq.metrics_window import window_minutes
 from exporter.sidekiq.reader import Reader
 from exporter.sla import SlaResolver
 from exporter.store import Store
-from exporter.values import format_listen_address
 from exporter.web.app import create_app
 from exporter.web.config import WebConfig, load_web_config
+from exporter.web.server import (
+    ConnectionLimits,
+    HttpCounters,
+    LimitedSite,
+    check_descriptor_limit,
+)
 
 log = get_logger(__name__)
 
@@ -182,10 +188,18 @@ async def serve(
     # change on every scrape and are rendered on every scrape.
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
+    counters = HttpCounters()
+    registry.register(HttpCollector(counters))
 
     # LIFO: the runner is cleaned up (HTTP stops, pollers cancelled) before clients close.
     stack = AsyncExitStack()
     try:
+        try:
+            check_descriptor_limit(
+                settings.max_connections, redis_connections(settings), descriptor_limit()
+            )
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
         pollers = build(settings, store, registry, clock, stack)
         if web_config is None:
             try:
@@ -203,11 +217,18 @@ async def serve(
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout / 2)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(
+        ssl_context = web_config.create_ssl_context() if web_config else None
+        site = LimitedSite(
             runner,
-            host=settings.listen_host or None,
-            port=settings.listen_port,
-            ssl_context=web_config.create_ssl_context() if web_config else None,
+            settings.listen_host,
+            settings.listen_port,
+            limits=ConnectionLimits(
+                max_connections=settings.max_connections,
+                read_header_timeout=settings.read_header_timeout,
+                idle_timeout=settings.idle_timeout,
+            ),
+            counters=counters,
+            ssl_context=lambda: ssl_context,
         )
         try:
             await site.start()
@@ -219,12 +240,13 @@ async def serve(
             EXPORTER_STARTED,
             version=__version__,
             listen_address=settings.listen_address,
-            addresses=[format_listen_address(a[0], a[1]) for a in runner.addresses],
+            addresses=site.addresses,
             telemetry_path=settings.telemetry_path,
             config_file=settings.config_file,
             poll_interval_seconds=settings.poll_interval,
             targets={t.name: t.redacted_url for t in settings.targets},
             web=web_config.summary if web_config else None,
+            max_connections=settings.max_connections,
         )
         await stop.wait()
         log.info(EXPORTER_STOPPING, signal=received[0] if received else None)
@@ -238,3 +260,14 @@ async def serve(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
     log.info(EXPORTER_STOPPED)
+
+
+def redis_connections(settings: Settings) -> int:
+    """Connections to Redis the exporter holds at most: one per target, one per Sentinel."""
+    return sum(1 + len(target.sentinels) for target in settings.targets)
+
+
+def descriptor_limit() -> int:
+    """The process's soft limit on open file descriptors (`ulimit -n`)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else sys.maxsize

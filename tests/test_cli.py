@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -103,6 +104,27 @@ def test_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         err
         == f"sidekiq-exporter: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+
+
+def test_more_connections_than_descriptors_exits_2_with_one_line() -> None:
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--web.listen-address=127.0.0.1:0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=low_limit,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "sidekiq-exporter: error: --web.max-connections 512: with 1 Redis connection(s) and 64 "
+        "other descriptors the process needs 577 file descriptors, but may open only 256 "
+        "(ulimit -n); lower --web.max-connections to 191 or less, or raise the limit\n"
     )
 
 
