@@ -211,10 +211,17 @@ async def serve(
             registry,
             store,
             pollers,
-            middlewares=web_config.middlewares() if web_config else (),
+            middlewares=web_config.middlewares(counters) if web_config else (),
         )
         # access_log=None: no per-scrape log lines (the logger is also silenced below WARNING).
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout / 2)
+        # handler_cancellation: a request whose client went away stops waiting (for a
+        # credential check, a render) instead of holding its place.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=settings.shutdown_timeout / 2,
+        )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         ssl_context = web_config.create_ssl_context() if web_config else None

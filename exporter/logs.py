@@ -39,6 +39,7 @@ HTTP_HEADER_TIMEOUT: Final = "http_header_timeout"
 HTTP_CONNECTION_LIMIT_REACHED: Final = "http_connection_limit_reached"
 HTTP_ACCEPT_FAILED: Final = "http_accept_failed"
 HTTP_CONNECTION_FAILED: Final = "http_connection_failed"
+HTTP_CREDENTIAL_QUEUE_FULL: Final = "http_credential_queue_full"
 
 # A repeated event an outsider can cause (a malformed request, a connection over the limit) is
 # written at most once per this many seconds, with the number held back since the last line.

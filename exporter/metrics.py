@@ -153,8 +153,9 @@ HTTP_LIMIT_HITS: Final = Family(
     "connections or requests",
     EXPORTER_ITSELF,
     "`limit`: `max_connections` (an idle connection closed to make room, or a new one "
-    "refused), `read_header_timeout` (a TLS handshake or a request's headers too slow). See "
-    "the Hardening section of docs/security.md.",
+    "refused), `read_header_timeout` (a TLS handshake or a request's headers too slow), "
+    "`credential_queue` (429: too many credential checks waiting). See the Hardening "
+    "section of docs/security.md.",
 )
 # The HTTP server's families: not per target; emitted by `HttpCollector` on every scrape.
 HTTP_SERVER: Final = (HTTP_BAD_REQUESTS, HTTP_LIMIT_HITS)

@@ -20,6 +20,7 @@ from exporter import config_file
 from exporter.config_file import ConfigError
 from exporter.web import auth, tls
 from exporter.web.auth import RateLimit
+from exporter.web.server import HttpCounters
 from exporter.web.tls import CLIENT_AUTH, TLSServerConfig
 
 _TOP_KEYS: Final = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
@@ -144,13 +145,15 @@ class WebConfig:
         """The listening socket's TLS context (web/tls.py), or None for plain HTTP."""
         return tls.create_ssl_context(self.tls) if self.tls is not None else None
 
-    def middlewares(self) -> tuple[Middleware, ...]:
-        """The aiohttp middleware enforcing this file on every path (web/auth.py), if any."""
+    def middlewares(self, counters: HttpCounters | None = None) -> tuple[Middleware, ...]:
+        """The aiohttp middleware enforcing this file on every path (web/auth.py), if any;
+        what it refuses is counted in `counters`."""
         return auth.middlewares(
             users=self.basic_auth_users,
             headers=self.headers,
             rate_limit=self.rate_limit,
             allowed_sans=self.tls.client_allowed_sans if self.tls else None,
+            counters=counters,
         )
 
 

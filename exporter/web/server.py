@@ -62,7 +62,8 @@ MALFORMED: Final = "malformed"
 # The limits of the HTTP server that close connections or refuse requests.
 LIMIT_MAX_CONNECTIONS: Final = "max_connections"
 LIMIT_READ_HEADER_TIMEOUT: Final = "read_header_timeout"
-LIMITS: Final = (LIMIT_MAX_CONNECTIONS, LIMIT_READ_HEADER_TIMEOUT)
+LIMIT_CREDENTIAL_QUEUE: Final = "credential_queue"
+LIMITS: Final = (LIMIT_MAX_CONNECTIONS, LIMIT_READ_HEADER_TIMEOUT, LIMIT_CREDENTIAL_QUEUE)
 
 # Descriptors the process needs besides HTTP connections and Redis: stdio, the event loop's
 # selector and self-pipe, the listening sockets, /proc reads of the process collector, the
