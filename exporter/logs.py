@@ -40,6 +40,12 @@ HTTP_CONNECTION_LIMIT_REACHED: Final = "http_connection_limit_reached"
 HTTP_ACCEPT_FAILED: Final = "http_accept_failed"
 HTTP_CONNECTION_FAILED: Final = "http_connection_failed"
 HTTP_CREDENTIAL_QUEUE_FULL: Final = "http_credential_queue_full"
+RELOAD_REQUESTED: Final = "reload_requested"
+WEB_CONFIG_RELOADED: Final = "web_config_reloaded"
+WEB_CONFIG_RELOAD_FAILED: Final = "web_config_reload_failed"
+REDIS_PASSWORD_RELOADED: Final = "redis_password_reloaded"
+REDIS_PASSWORD_RELOAD_FAILED: Final = "redis_password_reload_failed"
+SIGNAL_IGNORED: Final = "signal_ignored"
 
 # A repeated event an outsider can cause (a malformed request, a connection over the limit) is
 # written at most once per this many seconds, with the number held back since the last line.

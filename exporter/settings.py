@@ -596,7 +596,13 @@ def _targets(options: _Options, config: ConfigFile) -> tuple[TargetSettings, ...
     prefix = options[REDIS_KEY_PREFIX]
     password = options[REDIS_PASSWORD_FILE]
     try:
-        target = build_target(name=name, url=url, key_prefix=prefix, password=password)
+        target = build_target(
+            name=name,
+            url=url,
+            key_prefix=prefix,
+            password=password,
+            password_file=options.text(REDIS_PASSWORD_FILE) or "",
+        )
     except ConfigError as exc:
         # Each part is valid on its own by now; what is left is the URL/password-file
         # conflict, which is reported against the password file.

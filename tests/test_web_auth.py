@@ -21,7 +21,7 @@ from exporter.settings import load_settings
 from exporter.store import Store
 from exporter.web.app import create_app
 from exporter.web.auth import CredentialChecks, client_source
-from exporter.web.config import parse_web_config
+from exporter.web.config import ServedWebConfig, parse_web_config
 from exporter.web.server import HttpCounters
 
 PASSWORD = "the-right-one"
@@ -189,7 +189,7 @@ async def auth_server(tmp_path: Path) -> AsyncIterator[tuple[TestServer, HttpCou
         settings,
         CollectorRegistry(),
         Store(["default"]),
-        middlewares=config.middlewares(counters),
+        middlewares=[ServedWebConfig(config, counters).middleware()],
     )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

@@ -40,7 +40,14 @@ from exporter.web import auth
 from exporter.web import config as web_config
 from exporter.web.app import create_app
 from exporter.web.auth import RateLimit
-from exporter.web.config import WebConfig, load_web_config, parse_go_duration, parse_web_config
+from exporter.web.config import (
+    ServedWebConfig,
+    WebConfig,
+    load_web_config,
+    parse_go_duration,
+    parse_web_config,
+)
+from exporter.web.server import HttpCounters
 from tests.support.exporter_process import REPO_ROOT, ListeningExporter
 from tests.support.redis_server import free_port
 from tests.support.tls import CertPair, Pki, make_pki
@@ -155,7 +162,7 @@ def test_empty_file_means_plain_http_without_auth(tmp_path: Path, text: str) -> 
     assert config is not None
     assert config.tls is None
     assert config.create_ssl_context() is None
-    assert config.middlewares() == ()
+    assert config.guard() is None
 
 
 def test_no_file_no_config() -> None:
@@ -511,7 +518,10 @@ def make_settings() -> Settings:
 
 def make_app(config: WebConfig) -> web.Application:
     return create_app(
-        make_settings(), CollectorRegistry(), Store(["main"]), middlewares=config.middlewares()
+        make_settings(),
+        CollectorRegistry(),
+        Store(["main"]),
+        middlewares=[ServedWebConfig(config, HttpCounters()).middleware()],
     )
 
 

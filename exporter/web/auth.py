@@ -21,7 +21,7 @@ from typing import Final
 
 import bcrypt
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 
 from exporter.logs import HTTP_CREDENTIAL_QUEUE_FULL, Throttle, get_logger
 from exporter.web.server import LIMIT_CREDENTIAL_QUEUE, HttpCounters
@@ -48,33 +48,6 @@ class RateLimit:
 
     burst: int
     interval: float
-
-
-def middlewares(
-    *,
-    users: Mapping[str, str],
-    headers: Mapping[str, str],
-    rate_limit: RateLimit | None,
-    allowed_sans: Sequence[str] | None,
-    counters: HttpCounters | None = None,
-) -> tuple[Middleware, ...]:
-    """The aiohttp middleware enforcing these rules on every path (see `build_guard`); none
-    if there are none."""
-    guard = build_guard(
-        users=users,
-        headers=headers,
-        rate_limit=rate_limit,
-        allowed_sans=allowed_sans,
-        counters=counters,
-    )
-    if guard is None:
-        return ()
-
-    @web.middleware
-    async def web_config_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await guard.handle(request, handler)
-
-    return (web_config_guard,)
 
 
 def build_guard(
