@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -21,15 +22,17 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from exporter import __version__
 from exporter.cardinality import CronJobSelector, JobClassSelector, ProcessSelector, QueueSelector
 from exporter.clock import Clock, SystemClock
-from exporter.collector import SidekiqCollector
+from exporter.collector import HttpCollector, SidekiqCollector
 from exporter.config_file import ConfigError
-from exporter.connection import create_redis_client
+from exporter.connection import Reload, create_redis_client
 from exporter.derive import DeriveConfig, Deriver
 from exporter.logs import (
     EXPORTER_STARTED,
     EXPORTER_STOPPED,
     EXPORTER_STOPPING,
+    RELOAD_REQUESTED,
     SHUTDOWN_TIMED_OUT,
+    SIGNAL_IGNORED,
     configure_logging,
     get_logger,
 )
@@ -42,18 +45,32 @@ from exporter.sidekiq.metrics_window import window_minutes
 from exporter.sidekiq.reader import Reader
 from exporter.sla import SlaResolver
 from exporter.store import Store
-from exporter.values import format_listen_address
 from exporter.web.app import create_app
-from exporter.web.config import WebConfig, load_web_config
+from exporter.web.config import ServedWebConfig, WebConfig, load_web_config
+from exporter.web.server import (
+    ConnectionLimits,
+    HttpCounters,
+    LimitedSite,
+    check_descriptor_limit,
+)
 
 log = get_logger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_CONFIG: Final = 2
 
+# Signals and what they do (docs/security.md, "Signals"). Any other signal has its
+# default effect (SIGPIPE: ignored by Python; writes to a closed socket fail instead).
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+RELOAD_SIGNAL: Final = signal.SIGHUP
+IGNORED_SIGNALS: Final = (signal.SIGUSR1, signal.SIGUSR2)
+
 # Builds the per-target pieces: registers collectors into the registry, pushes every resource
-# it opens (Redis clients) onto the exit stack, and returns one poller per target.
-Builder = Callable[[Settings, Store, CollectorRegistry, Clock, AsyncExitStack], Sequence[Poller]]
+# it opens (Redis clients) onto the exit stack, adds what reads their password files again to
+# the list of reloads (SIGHUP), and returns one poller per target.
+Builder = Callable[
+    [Settings, Store, CollectorRegistry, Clock, AsyncExitStack, list[Reload]], Sequence[Poller]
+]
 
 
 class StartupError(Exception):
@@ -73,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)
+    # Until serve() installs its handlers: a reload or an ignored signal must not kill us.
+    for sig in (RELOAD_SIGNAL, *IGNORED_SIGNALS):
+        signal.signal(sig, signal.SIG_IGN)
     try:
         asyncio.run(serve(settings, web_config=web_config))
     except StartupError as exc:
@@ -96,6 +116,7 @@ def build_pollers(
     registry: CollectorRegistry,
     clock: Clock,
     stack: AsyncExitStack,
+    reloads: list[Reload] | None = None,
 ) -> list[Poller]:
     """Production wiring: the Sidekiq collector; a Redis client, reader and deriver per target."""
     registry.register(SidekiqCollector(store, settings, clock))
@@ -109,7 +130,7 @@ def build_pollers(
     )
     pollers = []
     for target in settings.targets:
-        client = create_redis_client(target, timeout=settings.poll_timeout)
+        client = create_redis_client(target, timeout=settings.poll_timeout, reloads=reloads)
         stack.push_async_callback(client.aclose)
         label_bytes = settings.label_value_length_max
         queues = QueueSelector(
@@ -170,9 +191,11 @@ async def serve(
     stop: asyncio.Event | None = None,
     web_config: WebConfig | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down within the timeout."""
+    """Serve until SIGTERM/SIGINT/SIGQUIT (or `stop` is set), then shut down within the
+    timeout; SIGHUP reads the web config and the password files again."""
     clock = clock if clock is not None else SystemClock()
     stop = stop if stop is not None else asyncio.Event()
+    reload_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[str] = []
 
@@ -180,9 +203,21 @@ async def serve(
         received.append(sig.name)
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    def request_reload(sig: signal.Signals) -> None:
+        log.info(RELOAD_REQUESTED, signal=sig.name)
+        reload_requested.set()
+
+    def ignore(sig: signal.Signals) -> None:
+        log.info(SIGNAL_IGNORED, signal=sig.name)
+
+    handlers = {
+        **{sig: request_stop for sig in STOP_SIGNALS},
+        RELOAD_SIGNAL: request_reload,
+        **{sig: ignore for sig in IGNORED_SIGNALS},
+    }
+    for sig, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread / Windows
-            loop.add_signal_handler(sig, request_stop, sig)
+            loop.add_signal_handler(sig, handler, sig)
 
     store = Store(target.name for target in settings.targets)
     # Lists its collectors so /metrics can render the Sidekiq collector (pinnable) once per
@@ -193,32 +228,55 @@ async def serve(
     # change on every scrape and are rendered on every scrape.
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
+    counters = HttpCounters()
+    registry.register(HttpCollector(counters))
+    reloads: list[Reload] = []
 
     # LIFO: the runner is cleaned up (HTTP stops, pollers cancelled) before clients close.
     stack = AsyncExitStack()
     try:
-        pollers = build(settings, store, registry, clock, stack)
+        try:
+            check_descriptor_limit(
+                settings.max_connections, redis_connections(settings), descriptor_limit()
+            )
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        pollers = build(settings, store, registry, clock, stack, reloads)
         if web_config is None:
             try:
                 web_config = load_web_config(settings.web_config_file)
             except ConfigError as exc:
                 raise StartupError(str(exc)) from None
+        served = ServedWebConfig(web_config, counters) if web_config else None
         app = create_app(
             settings,
             registry,
             store,
             pollers,
-            middlewares=web_config.middlewares() if web_config else (),
+            middlewares=(served.middleware(),) if served else (),
         )
         # access_log=None: no per-scrape log lines (the logger is also silenced below WARNING).
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout / 2)
+        # handler_cancellation: a request whose client went away stops waiting (for a
+        # credential check, a render) instead of holding its place.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=settings.shutdown_timeout / 2,
+        )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(
+        site = LimitedSite(
             runner,
-            host=settings.listen_host or None,
-            port=settings.listen_port,
-            ssl_context=web_config.create_ssl_context() if web_config else None,
+            settings.listen_host,
+            settings.listen_port,
+            limits=ConnectionLimits(
+                max_connections=settings.max_connections,
+                read_header_timeout=settings.read_header_timeout,
+                idle_timeout=settings.idle_timeout,
+            ),
+            counters=counters,
+            ssl_context=served.ssl_context if served else lambda: None,
         )
         try:
             await site.start()
@@ -226,16 +284,19 @@ async def serve(
             # asyncio's message repeats the address; the errno text alone is the reason.
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise StartupError(f"cannot listen on {settings.listen_address}: {reason}") from None
+        reloader = asyncio.create_task(_reload_on_request(reload_requested, served, reloads))
+        stack.push_async_callback(_cancelled, reloader)
         log.info(
             EXPORTER_STARTED,
             version=__version__,
             listen_address=settings.listen_address,
-            addresses=[format_listen_address(a[0], a[1]) for a in runner.addresses],
+            addresses=site.addresses,
             telemetry_path=settings.telemetry_path,
             config_file=settings.config_file,
             poll_interval_seconds=settings.poll_interval,
             targets={t.name: t.redacted_url for t in settings.targets},
             web=web_config.summary if web_config else None,
+            max_connections=settings.max_connections,
         )
         await stop.wait()
         log.info(EXPORTER_STOPPING, signal=received[0] if received else None)
@@ -245,7 +306,37 @@ async def serve(
                 await stack.aclose()
         except TimeoutError:
             log.warning(SHUTDOWN_TIMED_OUT, timeout_seconds=settings.shutdown_timeout)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
     log.info(EXPORTER_STOPPED)
+
+
+async def _reload_on_request(
+    requested: asyncio.Event, served: ServedWebConfig | None, reloads: Sequence[Reload]
+) -> None:
+    """Each time a reload is asked for (SIGHUP; several at once count as one): the web config,
+    then every target's password files."""
+    while True:
+        await requested.wait()
+        requested.clear()
+        if served is not None:
+            served.reload()
+        for reload in reloads:
+            await reload()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def redis_connections(settings: Settings) -> int:
+    """Connections to Redis the exporter holds at most: one per target, one per Sentinel."""
+    return sum(1 + len(target.sentinels) for target in settings.targets)
+
+
+def descriptor_limit() -> int:
+    """The process's soft limit on open file descriptors (`ulimit -n`)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else sys.maxsize

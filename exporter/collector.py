@@ -1,6 +1,6 @@
-"""Turns the latest Snapshot of every target into metric families, row by row of the metric
-table (exporter/metrics.py); names no family outside it and never talks to Redis. What one
-target renders:
+"""Turns the latest Snapshot of every target (and the HTTP server's counters) into metric
+families, row by row of the metric table (exporter/metrics.py); names no family outside it and
+never talks to Redis. What one target renders:
 
     # HELP sidekiq_queue_latency_seconds Age of the oldest job in the queue ... Sampled every 10s.
     # TYPE sidekiq_queue_latency_seconds gauge
@@ -10,7 +10,7 @@ target renders:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, cast
 
 from prometheus_client.core import (
@@ -148,7 +148,7 @@ class SidekiqCollector(Collector):
         """Every family the collector can emit, from the metric table, without series: the
         registry checks their names for duplicates and routes `name[]` scrapes here by them."""
         families = _Families(self.settings.poll_interval)
-        return [families.family(row) for row in m.METRICS]
+        return [families.family(row) for row in m.METRICS if row not in m.HTTP_SERVER]
 
     def collect(self) -> Iterator[Metric]:
         _, pinned = self.pin()
@@ -342,3 +342,55 @@ class SidekiqCollector(Collector):
             if schedule.next_expected is not None:
                 f.add(m.CRON_JOB_NEXT_EXPECTED, labels, schedule.next_expected)
                 f.add(m.CRON_JOB_OVERDUE, labels, schedule.overdue_at(now))
+
+
+class HttpCounts(Protocol):
+    """What the HTTP server counted (`exporter.web.server.HttpCounters`): fixed keys."""
+
+    @property
+    def bad_requests(self) -> Mapping[str, int]: ...
+
+    @property
+    def limit_hits(self) -> Mapping[str, int]: ...
+
+
+class HttpCollector(Collector):
+    """The HTTP server's own counters. Pinnable, like the Sidekiq collector: /metrics renders
+    them again only when a count changed (exporter/render_cache.py)."""
+
+    def __init__(self, counts: HttpCounts) -> None:
+        self.counts = counts
+
+    def describe(self) -> Iterable[Metric]:
+        families = _Families(0)
+        return [families.family(row) for row in m.HTTP_SERVER]
+
+    def collect(self) -> Iterator[Metric]:
+        _, pinned = self.pin()
+        yield from pinned.collect()
+
+    def pin(self) -> tuple[Hashable, Collector]:
+        """The counts now (the key: equal counts, equal output) and a collector of them."""
+        counts = (
+            tuple(sorted(self.counts.bad_requests.items())),
+            tuple(sorted(self.counts.limit_hits.items())),
+        )
+        return counts, _PinnedHttpCounts(*counts)
+
+
+class _PinnedHttpCounts(Collector):
+    """The HTTP server's counts as `HttpCollector.pin` read them."""
+
+    def __init__(
+        self, bad_requests: Sequence[tuple[str, int]], limit_hits: Sequence[tuple[str, int]]
+    ) -> None:
+        self._bad_requests = bad_requests
+        self._limit_hits = limit_hits
+
+    def collect(self) -> Iterator[Metric]:
+        families = _Families(0)
+        for reason, count in self._bad_requests:
+            families.add(m.HTTP_BAD_REQUESTS, [reason], count)
+        for limit, count in self._limit_hits:
+            families.add(m.HTTP_LIMIT_HITS, [limit], count)
+        yield from families.families.values()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
@@ -27,12 +27,18 @@ from redis.asyncio.sentinel import (
     SentinelManagedConnection,
 )
 from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from exporter.targets import TargetSettings
+from exporter.config_file import ConfigError
+from exporter.logs import REDIS_PASSWORD_RELOAD_FAILED, REDIS_PASSWORD_RELOADED, get_logger
+from exporter.targets import TargetSettings, read_password_file
+
+log = get_logger(__name__)
 
 RESP_VERSION: Final = 2
+Reload = Callable[[], Awaitable[None]]  # reads a target's password files again (SIGHUP)
 # Bounds of the Sentinel connections' timeouts (see "Sentinel timeouts" above).
 MAX_SENTINEL_TIMEOUT: Final = 1.0
 MIN_SENTINEL_TIMEOUT: Final = 0.1
@@ -127,6 +133,64 @@ class _Sentinel(Sentinel):
         self.sentinels = sentinels
 
 
+class PasswordFile(CredentialProvider):
+    """A user name and the password in a file, for every new connection of one pool.
+
+    `reload()` reads the file again (SIGHUP). When the password changed, the pool's idle
+    connections are closed and the one in use (a poll in flight) is closed when the poll
+    returns it, so the next poll authenticates with the new password and shows at once
+    whether it works.
+    """
+
+    def __init__(self, path: str, password: str, username: str | None) -> None:
+        self.path = path
+        self._password = password
+        self._username = username
+        self.pools: list[ConnectionPool] = []  # the pools whose connections use it
+
+    def get_credentials(self) -> tuple[str] | tuple[str, str]:
+        if self._username:
+            return (self._username, self._password)
+        return (self._password,)
+
+    async def get_credentials_async(self) -> tuple[str] | tuple[str, str]:
+        return self.get_credentials()
+
+    async def reload(self) -> bool:
+        """Read the file again; True if the password changed. ConfigError (the old password
+        kept) if the file cannot be read or is empty."""
+        password = read_password_file(self.path)
+        if password == self._password:
+            return False
+        self._password = password
+        for pool in self.pools:
+            await pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
+            await pool.disconnect(inuse_connections=False)
+        return True
+
+
+class PasswordReload:
+    """Reads a target's password files again (SIGHUP) and logs what came of it."""
+
+    def __init__(self, target: str, files: list[tuple[str, PasswordFile]]) -> None:
+        self.target = target
+        self.files = files  # (which password, its file)
+
+    async def __call__(self) -> None:
+        for which, file in self.files:
+            try:
+                changed = await file.reload()
+            except ConfigError as exc:
+                log.error(
+                    REDIS_PASSWORD_RELOAD_FAILED,
+                    target=self.target,
+                    password=which,
+                    error=str(exc),
+                )
+                continue
+            log.info(REDIS_PASSWORD_RELOADED, target=self.target, password=which, changed=changed)
+
+
 def _client_options(target: TargetSettings, timeout: float) -> dict[str, Any]:
     """Connection options shared by every connection of this target (see module docstring)."""
     return {
@@ -154,22 +218,56 @@ def _is_tls(target: TargetSettings) -> bool:
     return urlsplit(target.url).scheme == "rediss"
 
 
-def create_redis_client(target: TargetSettings, *, timeout: float) -> Redis:
-    """A lazily connecting client for `target` whose socket operations time out after `timeout`."""
+def _use_password_file(options: dict[str, Any], path: str) -> PasswordFile | None:
+    """With a password file, the user name and password go to redis-py as a credential
+    provider (asked by every new connection) instead of the `username`/`password` options."""
+    if not path:
+        return None
+    file = PasswordFile(path, options.pop("password"), options.pop("username", None))
+    options["credential_provider"] = file
+    return file
+
+
+def create_redis_client(
+    target: TargetSettings, *, timeout: float, reloads: list[Reload] | None = None
+) -> Redis:
+    """A lazily connecting client for `target` whose socket operations time out after `timeout`.
+
+    For a target with password files, what reads them again (SIGHUP) is added to `reloads`.
+    """
     options = _client_options(target, timeout)
     if target.sentinels:
         node_timeout = sentinel_timeout(timeout, len(target.sentinels))
-        return _sentinel_client(target, options, node_timeout)
-    # As Redis.from_url does: what the URL says wins over the keyword options.
-    options.update(parse_url(target.url))
-    if _is_tls(target):
-        options["connection_class"] = TLSConnection
-        options["tls_target"] = target
-    return Redis.from_pool(ConnectionPool(**options))
+        client, files = _sentinel_client(target, options, node_timeout)
+    else:
+        # As Redis.from_url does: what the URL says wins over the keyword options.
+        options.update(parse_url(target.url))
+        if _is_tls(target):
+            options["connection_class"] = TLSConnection
+            options["tls_target"] = target
+        password = _use_password_file(options, target.password_file)
+        client = Redis.from_pool(ConnectionPool(**options))
+        files = []
+        if password is not None:
+            password.pools.append(client.connection_pool)
+            files.append(("password", password))
+    if files and reloads is not None:
+        reloads.append(PasswordReload(target.name, files))
+    return client
 
 
-def _sentinel_client(target: TargetSettings, options: dict[str, Any], node_timeout: float) -> Redis:
+def _sentinel_client(
+    target: TargetSettings, options: dict[str, Any], node_timeout: float
+) -> tuple[Redis, list[tuple[str, PasswordFile]]]:
     tls = _is_tls(target)
+    files: list[tuple[str, PasswordFile]] = []
+    sentinel_password = None
+    if target.sentinel_password_file and target.sentinel_password is not None:
+        # One file, one provider, asked by every Sentinel's connections.
+        sentinel_password = PasswordFile(
+            target.sentinel_password_file, target.sentinel_password, None
+        )
+        files.append(("sentinel password", sentinel_password))
     sentinel_clients = []
     for host, port in target.sentinels:
         node = {
@@ -183,12 +281,19 @@ def _sentinel_client(target: TargetSettings, options: dict[str, Any], node_timeo
         }
         if tls:
             node.update(connection_class=TLSConnection, tls_target=target)
-        sentinel_clients.append(_SentinelNodeClient.from_pool(ConnectionPool(**node)))
+        if sentinel_password is not None:
+            del node["username"], node["password"]
+            node["credential_provider"] = sentinel_password
+        sentinel_client = _SentinelNodeClient.from_pool(ConnectionPool(**node))
+        if sentinel_password is not None:
+            sentinel_password.pools.append(sentinel_client.connection_pool)
+        sentinel_clients.append(sentinel_client)
     master = dict(options)
     url_options = parse_url(target.url)
     for key in ("username", "password", "db"):  # host and port come from Sentinel
         if key in url_options:
             master[key] = url_options[key]
+    password = _use_password_file(master, target.password_file)
     if tls:
         master.update(connection_class=SentinelMasterTLSConnection, tls_target=target)
     else:
@@ -199,4 +304,7 @@ def _sentinel_client(target: TargetSettings, options: dict[str, Any], node_timeo
         connection_pool_class=SentinelMasterPool,
         **master,
     )
-    return client
+    if password is not None:
+        password.pools.append(client.connection_pool)
+        files.insert(0, ("password", password))
+    return client, files

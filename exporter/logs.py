@@ -7,7 +7,10 @@ renderers; never logs a credential (tracebacks are rendered without locals).
 from __future__ import annotations
 
 import logging
+import math
 import sys
+import time
+from collections.abc import Callable
 from typing import Final, TextIO
 
 import structlog
@@ -34,6 +37,22 @@ PROCESS_LIMIT_REACHED: Final = "process_limit_reached"
 LABEL_VALUE_TOO_LONG: Final = "label_value_too_long"
 CRON_JOB_LIMIT_REACHED: Final = "cron_job_limit_reached"
 CRON_LINE_UNPARSEABLE: Final = "cron_line_unparseable"
+HTTP_BAD_REQUEST: Final = "http_bad_request"
+HTTP_HEADER_TIMEOUT: Final = "http_header_timeout"
+HTTP_CONNECTION_LIMIT_REACHED: Final = "http_connection_limit_reached"
+HTTP_ACCEPT_FAILED: Final = "http_accept_failed"
+HTTP_CONNECTION_FAILED: Final = "http_connection_failed"
+HTTP_CREDENTIAL_QUEUE_FULL: Final = "http_credential_queue_full"
+RELOAD_REQUESTED: Final = "reload_requested"
+WEB_CONFIG_RELOADED: Final = "web_config_reloaded"
+WEB_CONFIG_RELOAD_FAILED: Final = "web_config_reload_failed"
+REDIS_PASSWORD_RELOADED: Final = "redis_password_reloaded"
+REDIS_PASSWORD_RELOAD_FAILED: Final = "redis_password_reload_failed"
+SIGNAL_IGNORED: Final = "signal_ignored"
+
+# A repeated event an outsider can cause (a malformed request, a connection over the limit) is
+# written at most once per this many seconds, with the number held back since the last line.
+THROTTLE_SECONDS: Final = 10.0
 
 LEVELS: Final = {
     "debug": logging.DEBUG,
@@ -119,6 +138,28 @@ def configure_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> 
     logging.getLogger(ACCESS_LOGGER).setLevel(max(numeric_level, logging.WARNING))
     # Let Python's own warnings (e.g. deprecations in a dependency) come out in the same shape.
     logging.captureWarnings(True)
+
+
+class Throttle:
+    """One line per `interval` seconds for a repeated event, however often it happens."""
+
+    def __init__(
+        self, interval: float = THROTTLE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._next = -math.inf
+        self._held = 0
+
+    def due(self) -> int | None:
+        """None: hold this one back; else write it now, with this many held back since the last."""
+        now = self._clock()
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held = self._held, 0
+        self._next = now + self._interval
+        return held
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -140,6 +140,32 @@ SKIPPED_ITEMS: Final = Family(
     "namespace is longer than `--collect.label-value-length.max`).",
 )
 
+HTTP_BAD_REQUESTS: Final = Family(
+    "sidekiq_exporter_http_bad_requests_total",
+    "counter",
+    "Malformed HTTP requests answered 400, by reason.",
+    ("reason",),
+    "requests",
+    EXPORTER_ITSELF,
+    "`reason`: `method`, `request_line`, `url`, `too_long` (request line or a header), "
+    "`malformed` (anything else: headers, framing, smuggling attempts). Logged at DEBUG only, "
+    "once per 10 s at most.",
+)
+HTTP_LIMIT_HITS: Final = Family(
+    "sidekiq_exporter_http_limit_hits_total",
+    "counter",
+    "Connections closed and requests refused by a limit of the HTTP server, by limit.",
+    ("limit",),
+    "connections or requests",
+    EXPORTER_ITSELF,
+    "`limit`: `max_connections` (an idle connection closed to make room, or a new one "
+    "refused), `read_header_timeout` (a TLS handshake or a request's headers too slow), "
+    "`credential_queue` (429: too many credential checks waiting). See the Hardening "
+    "section of docs/security.md.",
+)
+# The HTTP server's families: not per target; emitted by `HttpCollector` on every scrape.
+HTTP_SERVER: Final = (HTTP_BAD_REQUESTS, HTTP_LIMIT_HITS)
+
 # --- Sidekiq: the whole target -------------------------------------------------------------------
 
 PROCESSED_JOBS: Final = Family(
@@ -526,6 +552,8 @@ METRICS: Final[tuple[Family, ...]] = (
     LAST_POLL_SUCCESS,
     ROUND_TRIPS,
     SKIPPED_ITEMS,
+    HTTP_BAD_REQUESTS,
+    HTTP_LIMIT_HITS,
 )
 
 BY_NAME: Final[Mapping[str, Family]] = MappingProxyType({f.name: f for f in METRICS})

@@ -50,6 +50,7 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("json", "console")
 # Paths the web app serves itself; the telemetry path must not shadow them.
 RESERVED_PATHS: Final = ("/", "/-/healthy", "/-/ready")
+MAX_WEB_TIMEOUT: Final = 3600.0
 
 _T = TypeVar("_T")
 
@@ -87,6 +88,16 @@ def _poll_interval(text: str) -> float:
         raise ConfigError(
             f"{text!r} is out of range: the poll interval must be between "
             f"{format_duration(MIN_POLL_INTERVAL)} and {format_duration(MAX_POLL_INTERVAL)}"
+        )
+    return seconds
+
+
+def _timeout(text: str) -> float:
+    seconds = parse_duration(text)
+    if not 0 < seconds <= MAX_WEB_TIMEOUT:
+        raise ConfigError(
+            f"{text!r} is out of range: must be more than 0 and at most "
+            f"{format_duration(MAX_WEB_TIMEOUT)}"
         )
     return seconds
 
@@ -203,6 +214,30 @@ LISTEN_ADDRESS: Final = Flag(
 )
 TELEMETRY_PATH: Final = Flag(
     "web.telemetry-path", "path to serve metrics on", validate_telemetry_path, "/metrics", "PATH"
+)
+MAX_CONNECTIONS: Final = Flag(
+    "web.max-connections",
+    "most HTTP connections at once, TLS handshakes included; at the limit the oldest idle one "
+    "is closed to make room (checked against ulimit -n at start)",
+    parse_limit,
+    512,
+    "N",
+)
+READ_HEADER_TIMEOUT: Final = Flag(
+    "web.read-header-timeout",
+    "time a client has for the TLS handshake, and for each request's line and headers",
+    _timeout,
+    10.0,
+    "DURATION",
+    show=format_duration,
+)
+IDLE_TIMEOUT: Final = Flag(
+    "web.idle-timeout",
+    "how long a connection may wait for its next request (keep-alive)",
+    _timeout,
+    120.0,
+    "DURATION",
+    show=format_duration,
 )
 LOG_LEVEL: Final = Flag(
     "log.level", "one of: " + ", ".join(LOG_LEVELS), _choice_of(LOG_LEVELS), "info", "LEVEL"
@@ -332,6 +367,9 @@ FLAGS: Final[tuple[Flag[Any], ...]] = (
     POLL_MAX_BYTES,
     LISTEN_ADDRESS,
     TELEMETRY_PATH,
+    MAX_CONNECTIONS,
+    READ_HEADER_TIMEOUT,
+    IDLE_TIMEOUT,
     LOG_LEVEL,
     LOG_FORMAT,
     COLLECT_PROCESSES,
@@ -373,6 +411,10 @@ class Settings:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     config_file: str | None = None
     web_config_file: str | None = None  # exporter-toolkit web config: TLS and basic auth
+    # Limits on HTTP connections (exporter/web/server.py).
+    max_connections: int = MAX_CONNECTIONS.default
+    read_header_timeout: float = READ_HEADER_TIMEOUT.default
+    idle_timeout: float = IDLE_TIMEOUT.default
     queue_rules: tuple[QueueRule, ...] = ()  # the config file's `queues:`, first match wins
     # Cardinality limits: series beyond them are dropped and counted, never merged.
     queues_max: int = QUEUES_MAX.default
@@ -525,6 +567,9 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
     poll_max_bytes = options[POLL_MAX_BYTES]
     host, port = options[LISTEN_ADDRESS]
     telemetry_path = options[TELEMETRY_PATH]
+    max_connections = options[MAX_CONNECTIONS]
+    read_header_timeout = options[READ_HEADER_TIMEOUT]
+    idle_timeout = options[IDLE_TIMEOUT]
     log_level = options[LOG_LEVEL]
     log_format = options[LOG_FORMAT] or ("console" if stdout_is_tty else "json")
     collect_processes = options[COLLECT_PROCESSES]
@@ -550,6 +595,9 @@ def _settings_from(options: _Options, *, stdout_is_tty: bool) -> Settings:
         collect_processes=collect_processes,
         config_file=options.text(CONFIG_FILE),
         web_config_file=web_config,
+        max_connections=max_connections,
+        read_header_timeout=read_header_timeout,
+        idle_timeout=idle_timeout,
         queue_rules=config.queue_rules,
         queues_max=queues_max,
         queues_allow=queues_allow,
@@ -588,7 +636,13 @@ def _targets(options: _Options, config: ConfigFile) -> tuple[TargetSettings, ...
     prefix = options[REDIS_KEY_PREFIX]
     password = options[REDIS_PASSWORD_FILE]
     try:
-        target = build_target(name=name, url=url, key_prefix=prefix, password=password)
+        target = build_target(
+            name=name,
+            url=url,
+            key_prefix=prefix,
+            password=password,
+            password_file=options.text(REDIS_PASSWORD_FILE) or "",
+        )
     except ConfigError as exc:
         # Each part is valid on its own by now; what is left is the URL/password-file
         # conflict, which is reported against the password file.

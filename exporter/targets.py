@@ -43,6 +43,9 @@ class TargetSettings:
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_master: str = ""
     sentinel_password: str | None = None
+    # The files the passwords were read from ("" for none), to read them again on SIGHUP.
+    password_file: str = ""
+    sentinel_password_file: str = ""
 
     def __repr__(self) -> str:
         # Settings get logged and printed in tracebacks: never show credentials.
@@ -390,6 +393,13 @@ def _config_target(entry: Mapping[str, object], where: str) -> TargetSettings:
         raise ConfigError(f"{where}.name: required")
     where = f"{where} ({name})"
     fields = {key.fills: key.value(entry, where) for key in keys}
+    # Where the passwords came from, to read them again on SIGHUP (exporter/connection.py).
+    for file_key, password in (
+        ("password_file", "password"),
+        ("sentinel_password_file", "sentinel_password"),
+    ):
+        if fields[password] is not None:
+            fields[file_key] = _text(entry[file_key], f"{where}.{file_key}")
     try:
         return build_target(name=name, **fields)
     except ConfigError as exc:

@@ -1,12 +1,17 @@
-"""The entry point: exit codes and messages, wiring, serving, and a clean stop on SIGTERM."""
+"""The entry point: exit codes and messages, wiring, serving, a clean stop on SIGTERM, and
+the other signals (SIGHUP reloads)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.client
 import json
 import os
+import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -15,8 +20,10 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import bcrypt
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,13 +32,16 @@ from structlog.testing import capture_logs
 from exporter import __version__, cli
 from exporter.clock import Clock, SystemClock
 from exporter.collector import SidekiqCollector
+from exporter.connection import Reload
 from exporter.model import Sample, Snapshot
 from exporter.poller import Poller
 from exporter.settings import Settings
 from exporter.store import Store
 from exporter.targets import build_target
-from tests.support.redis_server import free_port
+from tests.support.exporter_process import ExporterProcess, ListeningExporter
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.samples import empty_sample
+from tests.support.tls import CertPair, make_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,6 +119,27 @@ def test_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+def test_more_connections_than_descriptors_exits_2_with_one_line() -> None:
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--web.listen-address=127.0.0.1:0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=low_limit,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "sidekiq-exporter: error: --web.max-connections 512: with 1 Redis connection(s) and 64 "
+        "other descriptors the process needs 577 file descriptors, but may open only 256 "
+        "(ulimit -n); lower --web.max-connections to 191 or less, or raise the limit\n"
+    )
+
+
 # --- wiring ----------------------------------------------------------------------------------
 
 
@@ -165,6 +196,7 @@ class FakeBuild:
         registry: CollectorRegistry,
         clock: Clock,
         stack: AsyncExitStack,
+        reloads: list[Reload],
     ) -> list[Poller]:
         Gauge("fake_wired", "Proves the builder's registry is served.", registry=registry).set(1)
         registry.register(SidekiqCollector(store, settings, clock))  # as build_pollers does
@@ -343,3 +375,138 @@ def test_python_dash_m_version() -> None:
         f"sidekiq-exporter {__version__}\n",
         "",
     )
+
+
+# --- signals: reload, ignore, stop -------------------------------------------------------------
+
+
+def wait_for_events(exporter: ExporterProcess, event: str, count: int = 1) -> list[dict[str, Any]]:
+    """The log's `event` lines, once there are `count` of them (within 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [e for e in exporter.log_events() if e.get("event") == event]
+        if len(found) >= count or time.monotonic() > deadline:
+            assert len(found) >= count, f"{count} × {event} expected; log:\n{exporter.log_tail()}"
+            return found
+        time.sleep(0.02)
+
+
+@pytest.mark.integration
+def test_signals_other_than_stop_signals_do_not_end_the_daemon() -> None:
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    with ExporterProcess(redis_url, ready_path="/-/healthy") as exporter:
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE):
+            os.kill(exporter.pid, sig)
+        wait_for_events(exporter, "reload_requested")
+        ignored = wait_for_events(exporter, "signal_ignored", 2)
+        assert exporter.get("/-/healthy") == (200, "OK")
+        assert {e["signal"] for e in ignored} == {"SIGUSR1", "SIGUSR2"}
+        # SIGQUIT stops it cleanly, like SIGTERM.
+        os.kill(exporter.pid, signal.SIGQUIT)
+        assert exporter.proc is not None
+        assert exporter.proc.wait(5) == 0
+        (stopping,) = wait_for_events(exporter, "exporter_stopping")
+        assert stopping["signal"] == "SIGQUIT"
+
+
+def https_status(port: int, context: ssl.SSLContext, user: str, password: str) -> int:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+    try:
+        connection.request("GET", "/-/healthy", headers={"Authorization": f"Basic {token}"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def served_certificate(port: int, ca: Path) -> bytes:
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False  # one of the two certificates has no IP SAN
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        certificate = tls.getpeercert(binary_form=True)
+    assert certificate is not None
+    return certificate
+
+
+def web_yaml(cert: CertPair, user_hash: str) -> str:
+    return (
+        f"tls_server_config:\n  cert_file: {cert.cert}\n  key_file: {cert.key}\n"
+        f"basic_auth_users:\n  prometheus: '{user_hash}'\n"
+    )
+
+
+@pytest.mark.integration
+def test_sighup_reloads_the_web_config_or_keeps_the_old_one(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    old_hash, new_hash = (bcrypt.hashpw(p, bcrypt.gensalt(4)).decode() for p in (b"old", b"new"))
+    web = tmp_path / "web.yml"
+    web.write_text(web_yaml(pki.server, old_hash))
+    context = ssl.create_default_context(cafile=str(pki.ca.cert))
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    with ListeningExporter(redis_url, args=("--web.config.file", str(web))) as exporter:
+        first = served_certificate(exporter.port, pki.ca.cert)
+        assert https_status(exporter.port, context, "prometheus", "old") == 200
+        # Another certificate (other files: only a reload sees them) and another password.
+        web.write_text(web_yaml(pki.server_dns_only, new_hash))
+        os.kill(exporter.pid, signal.SIGHUP)
+        (reloaded,) = wait_for_events(exporter, "web_config_reloaded")
+        assert reloaded["basic_auth_users"] == 1
+        assert served_certificate(exporter.port, pki.ca.cert) != first
+        relaxed = ssl.create_default_context(cafile=str(pki.ca.cert))
+        relaxed.check_hostname = False
+        assert https_status(exporter.port, relaxed, "prometheus", "new") == 200
+        assert https_status(exporter.port, relaxed, "prometheus", "old") == 401
+        # A broken file, and one that would switch TLS off: logged, the config in use stays.
+        for text, reason in (
+            ("basic_auth_users: [", "invalid YAML"),
+            (f"basic_auth_users:\n  prometheus: '{old_hash}'\n", "needs a restart"),
+        ):
+            web.write_text(text)
+            before = len(wait_for_events(exporter, "web_config_reload_failed", 0))
+            os.kill(exporter.pid, signal.SIGHUP)
+            failed = wait_for_events(exporter, "web_config_reload_failed", before + 1)[-1]
+            assert reason in failed["error"], failed
+            assert failed["level"] == "error"
+            assert https_status(exporter.port, relaxed, "prometheus", "new") == 200
+        assert exporter.running
+        log = exporter.log_text()
+    assert "Traceback" not in log
+    assert new_hash not in log
+
+
+@pytest.mark.integration
+def test_sighup_reads_the_redis_password_file_again(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    redis_server.execute("ACL", "SETUSER", "exporter", "on", ">pw-1-a7c3", "~*", "&*", "+@all")
+    password_file = tmp_path / "redis-password"
+    password_file.write_text("pw-1-a7c3\n")
+    url = f"redis://exporter@127.0.0.1:{redis_server.port}/0"
+    with ExporterProcess(url, args=("--redis.password-file", str(password_file))) as exporter:
+
+        def reload_with(text: str, count: int) -> None:
+            password_file.write_text(text)
+            os.kill(exporter.pid, signal.SIGHUP)
+            wait_for_events(exporter, "reload_requested", count)
+
+        # A wrong password in the file: used at once (the target goes down on the next poll).
+        reload_with("pw-wrong-5e1b\n", 1)
+        (reloaded,) = wait_for_events(exporter, "redis_password_reloaded")
+        assert (reloaded["target"], reloaded["changed"]) == ("default", True)
+        wait_for_events(exporter, "target_down")
+        # The server's password changed, and the file with it: up again, no restart.
+        redis_server.execute("ACL", "SETUSER", "exporter", "resetpass", ">pw-2-c94d")
+        reload_with("pw-2-c94d\n", 2)
+        wait_for_events(exporter, "target_up", 2)
+        # An empty file is refused: the password in use stays.
+        reload_with("", 3)
+        (failed,) = wait_for_events(exporter, "redis_password_reload_failed")
+        assert "empty" in failed["error"]
+        polls = exporter.polls()
+        assert exporter.scrape_at_polls(polls + 2).value("sidekiq_up", target="default") == 1
+        log = exporter.log_text()
+    for secret in ("pw-1-a7c3", "pw-2-c94d", "pw-wrong-5e1b"):
+        assert secret not in log

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from exporter.connection import create_redis_client
+from exporter.config_file import ConfigError
+from exporter.connection import PasswordReload, Reload, create_redis_client
 from exporter.targets import build_target
 from tests.support.redis_server import RedisServer, free_port
 
@@ -105,3 +107,48 @@ async def test_only_auth_select_and_our_commands_reach_redis(redis_server: Redis
     assert commands - {"config|resetstat", "info"} == {"auth", "select", "time", "llen"}
     errors = str(redis_server.execute("INFO", "errorstats"))
     assert "errorstat_" not in errors, errors
+
+
+async def test_password_files_are_credential_providers_read_again_on_reload(
+    tmp_path: Path,
+) -> None:
+    data, sentinel = tmp_path / "data", tmp_path / "sentinel"
+    data.write_text("one\n")
+    sentinel.write_text("s-one\n")
+    target = build_target(
+        name="t",
+        url="redis://exporter@unused/0",
+        password="one",
+        password_file=str(data),
+        sentinels=(("127.0.0.1", free_port()), ("127.0.0.1", free_port())),
+        sentinel_master="mymaster",
+        sentinel_password="s-one",
+        sentinel_password_file=str(sentinel),
+    )
+    reloads: list[Reload] = []
+    client = create_redis_client(target, timeout=1, reloads=reloads)
+    try:
+        (reload,) = reloads
+        assert isinstance(reload, PasswordReload)
+        files = dict(reload.files)
+        assert files["password"].get_credentials() == ("exporter", "one")
+        assert files["sentinel password"].get_credentials() == ("s-one",)
+        master_kwargs = client.connection_pool.connection_kwargs
+        assert master_kwargs["credential_provider"] is files["password"]
+        assert "password" not in master_kwargs  # redis-py refuses both
+        data.write_text("two\n")
+        assert await files["password"].reload() is True
+        assert files["password"].get_credentials() == ("exporter", "two")
+        assert await files["sentinel password"].reload() is False
+        data.write_text("")
+        with pytest.raises(ConfigError, match="empty"):
+            await files["password"].reload()
+        assert files["password"].get_credentials() == ("exporter", "two")
+    finally:
+        await client.aclose()
+
+
+def test_without_a_password_file_there_is_nothing_to_reload() -> None:
+    reloads: list[Reload] = []
+    create_redis_client(build_target(name="t", url="redis://:pw@h/0"), timeout=1, reloads=reloads)
+    assert reloads == []

@@ -145,3 +145,15 @@ def test_event_names_are_snake_case_constants() -> None:
     for name, value in names.items():
         assert re.fullmatch(r"[a-z]+(_[a-z]+)*", value), name
         assert value == name.lower()
+
+
+def test_throttle_lets_one_line_through_per_interval_and_counts_the_rest() -> None:
+    now = [100.0]
+    throttle = logs.Throttle(10.0, clock=lambda: now[0])
+    assert throttle.due() == 0
+    assert [throttle.due() for _ in range(5)] == [None] * 5
+    now[0] += 9.9
+    assert throttle.due() is None
+    now[0] += 0.1
+    assert throttle.due() == 6  # the ones held back since the last line
+    assert throttle.due() is None

@@ -21,13 +21,17 @@ from tests.support import generated, golden
 def test_the_golden_store_emits_every_row_and_only_rows() -> None:
     # Both ways: a family the collector emits is in the table, and every row is emitted by
     # the golden store (tests/support/golden.py), which exercises every family.
-    emitted = {family.name: family.type for family in golden.golden_collector().collect()}
+    emitted = {
+        family.name: family.type
+        for collector in golden.golden_collectors()
+        for family in collector.collect()
+    }
     table = {row.family_name: "gauge" if row.kind == "info" else row.kind for row in METRICS}
     assert emitted == table
 
 
 def test_emitted_help_and_labels_are_the_table_rows() -> None:
-    for family in golden.golden_collector().collect():
+    for family in (f for c in golden.golden_collectors() for f in c.collect()):
         row = next(r for r in METRICS if r.family_name == family.name)
         suffix = "" if row.own else " Sampled every 10s."
         assert family.documentation == row.help + suffix
@@ -43,7 +47,8 @@ def test_rows_are_well_formed() -> None:
         assert re.fullmatch(r"sidekiq_[a-z_]+", row.name), row.name
         assert row.name.endswith("_total") == (row.kind == "counter"), row.name
         assert row.name.endswith("_info") == (row.kind == "info"), row.name
-        assert row.labels[0] == "target" or row is metrics.BUILD_INFO, row.name
+        # Per target, but for the build and the HTTP server, which serves all targets.
+        assert row.labels[0] == "target" or row is metrics.BUILD_INFO or row in metrics.HTTP_SERVER
         assert row.help.endswith("."), row.name
         assert row.unit, row.name
         assert row.sidekiq, row.name
@@ -72,7 +77,8 @@ def test_the_collector_refuses_a_family_outside_the_table() -> None:
 
 
 def test_describe_answers_from_the_table() -> None:
-    described = golden.golden_collector().describe()
+    sidekiq, http = golden.golden_collector(), golden.golden_collectors()[0]
+    described = [*sidekiq.describe(), *http.describe()]
     assert [family.name for family in described] == [row.family_name for row in METRICS]
     assert all(not family.samples for family in described)
 

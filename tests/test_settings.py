@@ -73,6 +73,7 @@ def test_defaults() -> None:
     assert s.log_format == "json"
     assert s.collect_processes is True
     assert s.shutdown_timeout == 5.0
+    assert (s.max_connections, s.read_header_timeout, s.idle_timeout) == (512, 10.0, 120.0)
 
 
 def test_log_format_defaults_to_console_on_a_tty() -> None:
@@ -90,6 +91,9 @@ def test_every_flag() -> None:
             "--poll.timeout=5s",
             "--web.listen-address=127.0.0.1:9000",
             "--web.telemetry-path=/probe",
+            "--web.max-connections=64",
+            "--web.read-header-timeout=2500ms",
+            "--web.idle-timeout=30s",
             "--log.level=DEBUG",
             "--log.format=console",
             "--no-collect.processes",
@@ -104,6 +108,7 @@ def test_every_flag() -> None:
     assert (s.poll_interval, s.poll_timeout) == (30.0, 5.0)
     assert (s.listen_host, s.listen_port) == ("127.0.0.1", 9000)
     assert s.telemetry_path == "/probe"
+    assert (s.max_connections, s.read_header_timeout, s.idle_timeout) == (64, 2.5, 30.0)
     assert (s.log_level, s.log_format) == ("debug", "console")
     assert s.collect_processes is False
 
@@ -116,6 +121,9 @@ ENV = {
     "SIDEKIQ_EXPORTER_POLL_TIMEOUT": "20s",
     "SIDEKIQ_EXPORTER_WEB_LISTEN_ADDRESS": "[::1]:8000",
     "SIDEKIQ_EXPORTER_WEB_TELEMETRY_PATH": "/m",
+    "SIDEKIQ_EXPORTER_WEB_MAX_CONNECTIONS": "100",
+    "SIDEKIQ_EXPORTER_WEB_READ_HEADER_TIMEOUT": "3s",
+    "SIDEKIQ_EXPORTER_WEB_IDLE_TIMEOUT": "1m",
     "SIDEKIQ_EXPORTER_LOG_LEVEL": "warning",
     "SIDEKIQ_EXPORTER_LOG_FORMAT": "console",
     "SIDEKIQ_EXPORTER_COLLECT_PROCESSES": "false",
@@ -133,6 +141,7 @@ def test_environment_defaults() -> None:
     assert (s.poll_interval, s.poll_timeout) == (60.0, 20.0)
     assert (s.listen_host, s.listen_port, s.listen_address) == ("::1", 8000, "[::1]:8000")
     assert (s.telemetry_path, s.log_level, s.log_format) == ("/m", "warning", "console")
+    assert (s.max_connections, s.read_header_timeout, s.idle_timeout) == (100, 3.0, 60.0)
     assert s.collect_processes is False
 
 
@@ -281,6 +290,20 @@ def test_poll_interval_out_of_range(text: str) -> None:
     message = config_error([f"--poll.interval={text}"])
     assert message.startswith("--poll.interval:")
     assert "between 1s and 5m" in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--web.max-connections=0"], "--web.max-connections: invalid limit '0'"),
+        (["--web.max-connections=many"], "--web.max-connections: invalid limit 'many'"),
+        (["--web.read-header-timeout=0s"], "--web.read-header-timeout: '0s' is out of range"),
+        (["--web.read-header-timeout=2h"], "--web.read-header-timeout: '2h' is out of range"),
+        (["--web.idle-timeout=soon"], "--web.idle-timeout: invalid duration 'soon'"),
+    ],
+)
+def test_web_limits_rejected(argv: list[str], reason: str) -> None:
+    assert config_error(argv).startswith(reason)
 
 
 def test_poll_timeout() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import threading
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 
@@ -108,6 +109,74 @@ async def test_metrics_gzip(clients: Start) -> None:
     )
     assert "Content-Encoding" not in plain.headers
     assert b"sidekiq_test_value" in await plain.read()
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "coding"),
+    [
+        ("gzip;q=0", None),  # "not gzip", explicitly
+        ("gzip; q=0, deflate", "deflate"),
+        ("gzip, deflate", "gzip"),  # a tie: gzip, what Prometheus asks for
+        ("deflate;q=0.9, gzip;q=0.5", "deflate"),
+        ("*", "gzip"),
+        ("gzip;q=0, *", "deflate"),  # `*` stands for the codings not named
+        ("*;q=0", None),
+        ("GZip", "gzip"),
+        ("gzip;q=2", None),  # not a q-value
+        ("gzip;q=x", None),
+        ("br, zstd", None),
+        ("", None),
+    ],
+)
+async def test_metrics_content_coding_honours_q_values(
+    clients: Start, accept_encoding: str, coding: str | None
+) -> None:
+    client = await clients(create_app(make_settings(), registry_with_gauge(), Store(["main"])))
+    response = await client.get(
+        "/metrics", headers={"Accept-Encoding": accept_encoding}, auto_decompress=False
+    )
+    assert response.headers.get("Content-Encoding") == coding
+    assert response.headers["Vary"] == "Accept-Encoding"
+    body = await response.read()
+    plain = {"gzip": gzip.decompress, "deflate": zlib.decompress, None: bytes}[coding](body)
+    assert b"sidekiq_test_value" in plain
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        (
+            "application/openmetrics-text; version=1.0.0",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores",
+        ),
+        (
+            "application/openmetrics-text; version=9.9.9",  # unknown: the one we speak
+            "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores",
+        ),
+        (
+            "application/openmetrics-text; version=2.0.0; escaping=allow-utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
+        ),
+        ("application/openmetrics-text; version=abc", "text/plain; version=0.0.4; charset=utf-8"),
+        ("application/openmetrics-text; version=0.0.1", "text/plain; version=0.0.4; charset=utf-8"),
+        (
+            # Prometheus 3's header: its first choice.
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+            "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;"
+            "escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
+        ),
+    ],
+)
+async def test_metrics_content_type_is_a_version_it_speaks(
+    clients: Start, accept: str, content_type: str
+) -> None:
+    client = await clients(create_app(make_settings(), registry_with_gauge(), Store(["main"])))
+    response = await client.get("/metrics", headers={"Accept": accept})
+    assert response.status == 200
+    assert response.headers["Content-Type"] == content_type
+    body = await response.text()
+    assert body.endswith("# EOF\n") == content_type.startswith("application/openmetrics-text")
 
 
 async def test_metrics_name_filter(clients: Start) -> None:

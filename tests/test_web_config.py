@@ -40,8 +40,15 @@ from exporter.web import auth
 from exporter.web import config as web_config
 from exporter.web.app import create_app
 from exporter.web.auth import RateLimit
-from exporter.web.config import WebConfig, load_web_config, parse_go_duration, parse_web_config
-from tests.support.exporter_process import REPO_ROOT, ExporterExitedError, ExporterProcess
+from exporter.web.config import (
+    ServedWebConfig,
+    WebConfig,
+    load_web_config,
+    parse_go_duration,
+    parse_web_config,
+)
+from exporter.web.server import HttpCounters
+from tests.support.exporter_process import REPO_ROOT, ListeningExporter
 from tests.support.redis_server import free_port
 from tests.support.tls import CertPair, Pki, make_pki
 
@@ -155,7 +162,7 @@ def test_empty_file_means_plain_http_without_auth(tmp_path: Path, text: str) -> 
     assert config is not None
     assert config.tls is None
     assert config.create_ssl_context() is None
-    assert config.middlewares() == ()
+    assert config.guard() is None
 
 
 def test_no_file_no_config() -> None:
@@ -511,7 +518,10 @@ def make_settings() -> Settings:
 
 def make_app(config: WebConfig) -> web.Application:
     return create_app(
-        make_settings(), CollectorRegistry(), Store(["main"]), middlewares=config.middlewares()
+        make_settings(),
+        CollectorRegistry(),
+        Store(["main"]),
+        middlewares=[ServedWebConfig(config, HttpCounters()).middleware()],
     )
 
 
@@ -736,23 +746,6 @@ async def test_rotated_certificate_is_served_on_the_next_connection(
 # --------------------------------------------------------------------------- the daemon
 
 
-class SecureExporter(ExporterProcess):
-    """The daemon with a web config: "up" once its port accepts connections (the HTTP
-    endpoints need credentials, and /-/ready stays 503 with Redis down)."""
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise ExporterExitedError(f"exporter exited; log:\n{self.log_tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"exporter not listening within {timeout}s:\n{self.log_tail()}")
-
-
 def closed_redis_url() -> str:
     return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens: sidekiq_up 0
 
@@ -769,10 +762,10 @@ def https_get(
         connection.close()
 
 
-def start_daemon(directory: Path, web_yaml: str) -> SecureExporter:
+def start_daemon(directory: Path, web_yaml: str) -> ListeningExporter:
     path = write(directory / "web.yml", web_yaml)
     assert promtool_accepts(path), "the daemon tests use files promtool accepts"
-    return SecureExporter(closed_redis_url(), args=["--web.config.file", str(path)])
+    return ListeningExporter(closed_redis_url(), args=["--web.config.file", str(path)])
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,18 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import AsyncIterator, Sequence
+from typing import Final
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_response import ContentCoding
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.logs import POLLER_DIED, get_logger
 from exporter.poller import Poller
-from exporter.render_cache import RenderCache
+from exporter.render_cache import OPENMETRICS_CONTENT_TYPE, Encoder, RenderCache
 from exporter.settings import Settings
 from exporter.store import Store
 from exporter.values import format_duration
@@ -31,6 +33,8 @@ POLLERS_KEY = web.AppKey[tuple[Poller, ...]]("pollers")
 
 HEALTHY_PATH = "/-/healthy"
 READY_PATH = "/-/ready"
+# The OpenMetrics versions served as asked; any other is served as the first.
+OPENMETRICS_VERSIONS: Final = ("1.0.0",)
 
 
 def create_app(
@@ -59,26 +63,81 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
     """The `/metrics` handler: prometheus_client's exposition, rendered off the event loop.
 
     Does what `prometheus_client.aiohttp.make_aiohttp_handler` does (content negotiation by
-    `choose_encoder`, `name[]` filtering, aiohttp's gzip/deflate), except that collecting and
-    encoding run in a worker thread (`asyncio.to_thread`) instead of on the event loop, and
-    that on a `RenderRegistry` the pinnable collectors' part (the Sidekiq families) is rendered
-    once per state of the store and format, then reused (exporter/render_cache.py).
+    `choose_encoder`, `name[]` filtering, gzip/deflate), except that collecting and encoding
+    run in a worker thread (`asyncio.to_thread`) instead of on the event loop, that on a
+    `RenderRegistry` the pinnable collectors' part (the Sidekiq families) is rendered once per
+    state of the store and format, then reused (exporter/render_cache.py), and that the format
+    and the coding are chosen as `choose_format` and `choose_coding` say.
     """
 
     cache = RenderCache(registry)
 
     async def metrics(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        encoder, content_type = choose_format(",".join(request.headers.getall(hdrs.ACCEPT, [])))
         names = request.query.getall("name[]", [])
         if names:  # rare (debugging): rendered in full, uncached
             body = await asyncio.to_thread(encoder, registry.restricted_registry(names))
         else:
             body = await cache.render(encoder, content_type)
-        response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
-        response.enable_compression()  # by Accept-Encoding, as make_aiohttp_handler does
+        response = web.Response(
+            body=body, headers={hdrs.CONTENT_TYPE: content_type, hdrs.VARY: hdrs.ACCEPT_ENCODING}
+        )
+        coding = choose_coding(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, [])))
+        if coding is not ContentCoding.identity:
+            response.enable_compression(coding)
         return response
 
     return metrics
+
+
+def choose_format(accept: str) -> tuple[Encoder, str]:
+    """The exposition format for an `Accept` header: prometheus_client's choice, except that
+    an OpenMetrics version it would echo without knowing it becomes 1.0.0, and a header it
+    cannot read gets the text format instead of an error."""
+    try:
+        encoder, content_type = choose_encoder(accept)
+    except (TypeError, ValueError):  # e.g. `version=abc`: its version comparison raises
+        return choose_encoder("")
+    if content_type.startswith(OPENMETRICS_CONTENT_TYPE):
+        version = _parameter(content_type, "version")
+        if version not in OPENMETRICS_VERSIONS:
+            escaping = _parameter(content_type, "escaping")
+            supported = f"{OPENMETRICS_CONTENT_TYPE}; version={OPENMETRICS_VERSIONS[0]}"
+            return choose_encoder(f"{supported}; escaping={escaping}" if escaping else supported)
+    return encoder, content_type
+
+
+def choose_coding(accept_encoding: str) -> ContentCoding:
+    """gzip, deflate or identity for an `Accept-Encoding` header, q-values honoured (RFC 9110
+    12.5.3): the acceptable coding with the highest q, gzip on a tie; `*` stands for codings
+    not named. aiohttp's own choice looks for the names only, so `gzip;q=0` got gzip."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.lower().split(","):
+        name, *parameters = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        if name:
+            weights[name] = weight if 0.0 <= weight <= 1.0 else 0.0
+    best, best_weight = ContentCoding.identity, 0.0
+    for coding in (ContentCoding.gzip, ContentCoding.deflate):
+        weight = weights.get(coding.value, weights.get("*", 0.0))
+        if weight > best_weight:
+            best, best_weight = coding, weight
+    return best
+
+
+def _parameter(content_type: str, name: str) -> str:
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return ""
 
 
 async def _run_pollers(app: web.Application) -> AsyncIterator[None]:

@@ -2,7 +2,8 @@
 
 A file `promtool check web-config` accepts works unchanged; what cannot be done as Go does is
 refused at start with a one-line reason naming the key. Builds the TLS context (web/tls.py)
-and the middleware (web/auth.py) from what it parsed; serves nothing itself.
+and the middleware (web/auth.py) from what it parsed, and swaps both when the file is read
+again (SIGHUP); serves nothing itself.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aiohttp.typedefs import Middleware
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from exporter import config_file
 from exporter.config_file import ConfigError
+from exporter.logs import WEB_CONFIG_RELOAD_FAILED, WEB_CONFIG_RELOADED, get_logger
 from exporter.web import auth, tls
 from exporter.web.auth import RateLimit
+from exporter.web.server import HttpCounters
 from exporter.web.tls import CLIENT_AUTH, TLSServerConfig
+
+log = get_logger(__name__)
 
 _TOP_KEYS: Final = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
 _TLS_KEYS: Final = (
@@ -144,14 +150,57 @@ class WebConfig:
         """The listening socket's TLS context (web/tls.py), or None for plain HTTP."""
         return tls.create_ssl_context(self.tls) if self.tls is not None else None
 
-    def middlewares(self) -> tuple[Middleware, ...]:
-        """The aiohttp middleware enforcing this file on every path (web/auth.py), if any."""
-        return auth.middlewares(
+    def guard(self, counters: HttpCounters | None = None) -> auth.Guard | None:
+        """What the middleware enforces (web/auth.py); None if the file asks for nothing."""
+        return auth.build_guard(
             users=self.basic_auth_users,
             headers=self.headers,
             rate_limit=self.rate_limit,
             allowed_sans=self.tls.client_allowed_sans if self.tls else None,
+            counters=counters,
         )
+
+
+class ServedWebConfig:
+    """The web config file in use: its guard and TLS context, which `reload()` replaces
+    together with what the file says now (SIGHUP), or not at all."""
+
+    def __init__(self, config: WebConfig, counters: HttpCounters) -> None:
+        self._counters = counters
+        self._config = config
+        self._guard = config.guard(counters)
+        self._ssl_context = config.create_ssl_context()
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for a new connection (None: plain HTTP)."""
+        return self._ssl_context
+
+    def middleware(self) -> Middleware:
+        """The middleware on every path: what the file says at each request (web/auth.py)."""
+
+        @web.middleware
+        async def web_config_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            guard = self._guard
+            if guard is None:
+                return await handler(request)
+            return await guard.handle(request, handler)
+
+        return web_config_guard
+
+    def reload(self) -> None:
+        """Read the file again; on success serve what it says from the next request or
+        connection on, else keep serving the old one. Logs which, and why."""
+        path = self._config.path
+        try:
+            config = _load(path)
+            if (config.tls is None) != (self._config.tls is None):
+                raise ConfigError(f"web config {path!r}: switching TLS on or off needs a restart")
+            guard, context = config.guard(self._counters), config.create_ssl_context()
+        except (ConfigError, ssl.SSLError, OSError) as exc:  # as tls.py's reloader
+            log.error(WEB_CONFIG_RELOAD_FAILED, path=path, error=str(exc))
+            return
+        self._config, self._guard, self._ssl_context = config, guard, context
+        log.info(WEB_CONFIG_RELOADED, path=path, **config.summary)
 
 
 def load_web_config(path: str | None) -> WebConfig | None:
@@ -159,8 +208,10 @@ def load_web_config(path: str | None) -> WebConfig | None:
 
     Also loads the certificate, key and client CAs once, so every problem shows at startup.
     """
-    if path is None:
-        return None
+    return None if path is None else _load(path)
+
+
+def _load(path: str) -> WebConfig:
     try:
         config = parse_web_config(config_file.read_text(path), path)
         config.create_ssl_context()

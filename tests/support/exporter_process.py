@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -374,6 +375,21 @@ class ExporterProcess(StartCleanupContext):
     def log_events(self) -> list[dict[str, Any]]:
         """The JSON log lines as dicts (other lines are skipped)."""
         return list(_json_lines(self.log_text().splitlines()))
+
+
+class ListeningExporter(ExporterProcess):
+    """The daemon "up" once its port accepts connections: with TLS or basic auth, where a
+    plain GET of `/-/ready` gets no 200 (and with Redis down, /-/ready stays 503)."""
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"exporter not listening within {timeout}s:\n{self.log_tail()}")
 
 
 def _json_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:

@@ -3,7 +3,7 @@ from the metric table (exporter/metrics.py)."""
 
 from __future__ import annotations
 
-from exporter.metrics import JOB_METRICS_VERSIONS, METRICS
+from exporter.metrics import HTTP_SERVER, JOB_METRICS_VERSIONS, METRICS
 
 ALL_FAMILIES = frozenset(sample for family in METRICS for sample in family.samples)
 
@@ -19,3 +19,6 @@ JOB_CLASS_FAMILIES = frozenset(
 CRON_JOB_FAMILIES = frozenset(
     sample for family in METRICS if "cron_job" in family.labels for sample in family.samples
 )
+
+# The HTTP server's own counters: one set for the process, not per target.
+HTTP_SERVER_FAMILIES = frozenset(sample for family in HTTP_SERVER for sample in family.samples)

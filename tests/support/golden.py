@@ -1,4 +1,5 @@
-"""A fixed store rendered to `/metrics` bytes, to compare with the files under `tests/golden/`.
+"""A fixed store (and fixed HTTP server counts) rendered to `/metrics` bytes, to compare with
+the files under `tests/golden/`.
 
 The store holds four targets: `main` (every family, a histogram, queues with and without an
 SLA, sidekiq-cron jobs of both generations, label values that need escaping, a job class and
@@ -16,7 +17,7 @@ from dataclasses import dataclass, replace
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter.collector import SidekiqCollector
+from exporter.collector import HttpCollector, SidekiqCollector
 from exporter.model import (
     HISTOGRAM_BUCKETS,
     CronJobSample,
@@ -31,6 +32,7 @@ from exporter.model import (
     Snapshot,
 )
 from exporter.store import Store, TargetStatus
+from exporter.web.server import HttpCounters
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z: Redis TIME of the fresh snapshots
 INTERVAL = 10.0
@@ -261,11 +263,26 @@ def golden_collector() -> SidekiqCollector:
     return SidekiqCollector(golden_store(), GoldenSettings(), GoldenClock())
 
 
+def golden_http_counters() -> HttpCounters:
+    """What the HTTP server counted: some of each family, a reason or limit left at 0."""
+    counters = HttpCounters()
+    counters.bad_requests.update(method=3, too_long=2, malformed=7)
+    counters.limit_hits.update(max_connections=120, read_header_timeout=41)
+    return counters
+
+
+def golden_collectors() -> tuple[HttpCollector, SidekiqCollector]:
+    """Every collector of the metric table's rows, in the order /metrics renders them (the
+    HTTP server's counters with the other live collectors, before the Sidekiq families)."""
+    return HttpCollector(golden_http_counters()), golden_collector()
+
+
 def render(accept: str) -> bytes:
-    """The collector's exposition in the format /metrics answers `accept` with."""
+    """The collectors' exposition in the format /metrics answers `accept` with."""
     encoder, _ = choose_encoder(accept)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(golden_collector())
+    for collector in golden_collectors():
+        registry.register(collector)
     return encoder(registry)
 
 
