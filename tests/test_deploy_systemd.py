@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.support.deploy import DEPLOY, REPO_ROOT
+from tests.support.exporter_process import ExporterProcess
+from tests.support.redis_server import free_port
 
 UNIT = DEPLOY / "systemd" / "sidekiq-exporter.service"
 INSTALLED_BINARY = "/opt/sidekiq-exporter/bin/sidekiq-exporter"
@@ -98,3 +102,19 @@ def test_unit_has_the_required_hardening_and_a_credential_for_the_password() -> 
     assert not any("PASSWORD" in v for v in settings.get("Environment", []))
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert settings["Documentation"] == [pyproject["project"]["urls"]["Homepage"]]
+
+
+@pytest.mark.integration
+def test_exec_reload_makes_a_running_exporter_reload() -> None:
+    # `systemctl reload` runs ExecReload with $MAINPID set to the service's process: run the
+    # same command line against a real exporter and wait for its reload log line.
+    (exec_reload,) = _settings()["ExecReload"]
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    with ExporterProcess(redis_url, ready_path="/-/healthy") as exporter:
+        command = [word.replace("$MAINPID", str(exporter.pid)) for word in shlex.split(exec_reload)]
+        subprocess.run(command, check=True, timeout=10)
+        deadline = time.monotonic() + 10
+        while not any(e.get("event") == "reload_requested" for e in exporter.log_events()):
+            assert time.monotonic() < deadline, exporter.log_tail()
+            time.sleep(0.02)
+        assert exporter.running
