@@ -263,11 +263,12 @@ def groups(config: Config) -> tuple[Group, ...]:
                     for_="5m",
                     keep_firing_for="5m",
                     severity="warning",
-                    summary="Jobs wait in a Sidekiq queue that no live process listens to.",
+                    summary="Jobs wait in a Sidekiq queue that no live process fetches from.",
                     description=(
                         "Queue {{ $labels.queue }} on {{ $labels.target }} has held at least "
-                        "{{ $value }} jobs for 10 minutes and no live Sidekiq process listens to "
-                        f"it; the oldest has waited {OLDEST_WAIT}."
+                        "{{ $value }} jobs for 10 minutes and no live Sidekiq process fetches from "
+                        f"it (quiet or stopping ones fetch nothing); the oldest has waited "
+                        f"{OLDEST_WAIT}."
                     ),
                     dashboard=QUEUES,
                 ),
