@@ -129,17 +129,21 @@ class _Pinned(Collector):
     """One pinned state of a `SidekiqCollector`: the statuses and freshness read by `pin`.
     prometheus_client collects it (`collect`); the daemon writes it as text (`write`)."""
 
-    __slots__ = ("_collector", "_fresh", "_statuses")
+    __slots__ = ("_collector", "_fresh", "_statuses", "valid_for")
 
     def __init__(
         self,
         collector: SidekiqCollector,
         statuses: tuple[TargetStatus, ...],
         fresh: tuple[bool, ...],
+        valid_for: float | None,
     ) -> None:
         self._collector = collector
         self._statuses = statuses
         self._fresh = fresh
+        # Seconds from the pin until the first fresh target goes stale: the key changes then,
+        # without a publish (None: no fresh target).
+        self.valid_for = valid_for
 
     def collect(self) -> Iterator[Metric]:
         families = _Families(self._collector.settings.poll_interval)
@@ -186,7 +190,13 @@ class SidekiqCollector(Collector):
         now = self.clock.time()
         interval = self.settings.poll_interval
         fresh = tuple(self._fresh(status, now, interval) for status in state.statuses)
-        return (state.version, fresh), _Pinned(self, state.statuses, fresh)
+        deadlines = [
+            status.snapshot_completed_at + STALE_AFTER_INTERVALS * interval - now
+            for status, is_fresh in zip(state.statuses, fresh, strict=True)
+            if is_fresh and status.snapshot_completed_at is not None
+        ]
+        valid_for = min(deadlines, default=None)
+        return (state.version, fresh), _Pinned(self, state.statuses, fresh, valid_for)
 
     def _build(self, f: Sink, statuses: Sequence[TargetStatus], fresh: Sequence[bool]) -> None:
         """The series of `statuses` into `f`, each target fresh or not as `fresh` says."""

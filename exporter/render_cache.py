@@ -89,6 +89,16 @@ _NO_KEY: Final = object()
 
 
 @runtime_checkable
+class Expiring(Protocol):
+    """A pinned state whose key changes with time alone (the collector's staleness deadline)."""
+
+    @property
+    def valid_for(self) -> float | None:
+        """Seconds from the pin until the key changes without a publish; None: never."""
+        ...
+
+
+@runtime_checkable
 class Writable(Protocol):
     """A pinned state the exposition writer renders (exporter/exposition.py): both formats in
     one pass, without prometheus_client's metric objects."""
@@ -249,9 +259,14 @@ class RenderCache:
         self._registry = registry
         self._pinned: dict[Pinnable, _Pinned] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Render on `loop` from now on when `published` is called (the app's startup)."""
+    def attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Render on `loop` from now on when `published` is called and when a pinned state
+        expires (the app's startup); None: no more (its cleanup)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self._loop = loop
 
     def published(self) -> None:
@@ -272,9 +287,19 @@ class RenderCache:
     def refresh(self) -> None:
         """Start rendering every pinnable collector's current state not rendered yet (both
         formats and gzip). On the event loop."""
+        expires: list[float] = []
         for caches, key, state in self._pins():
             if isinstance(state, Writable):
                 caches.renders.request(key, state)
+            if isinstance(state, Expiring) and state.valid_for is not None:
+                expires.append(state.valid_for)
+        # Render again when a state expires (a target going stale), as at a publish.
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if expires and self._loop is not None:
+            delay = max(0.0, min(expires)) + EXPIRY_SLACK_SECONDS
+            self._expiry = self._loop.call_later(delay, self.refresh)
 
     def _pins(self) -> list[tuple[_Pinned, Hashable, Collector]]:
         pinned: list[Pinnable] = [c for c in self._registry_collectors() if isinstance(c, Pinnable)]
@@ -336,6 +361,8 @@ class RenderCache:
         return gzip_parts(head, done), True
 
 
+# After a state's deadline: the collector's freshness test is `age <= deadline`.
+EXPIRY_SLACK_SECONDS: Final = 0.001
 TEXT: Final = "text"
 OPENMETRICS: Final = "openmetrics"
 # Escaping schemes (the Accept header's `escaping=`) under which prometheus_client writes the

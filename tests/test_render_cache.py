@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -494,3 +495,33 @@ async def test_a_failed_eager_render_is_rendered_again_by_the_next_scrape(
 @given(st.binary(), st.binary())
 def test_crc32_combine(a: bytes, b: bytes) -> None:
     assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+async def test_a_target_going_stale_is_rendered_at_its_deadline_without_a_scrape() -> None:
+    interval = 0.05  # stale STALE_AFTER_INTERVALS intervals after the poll: in 0.15 s
+    settings = replace(make_settings(), poll_interval=interval)
+    clock = WallClock()
+    store = Store(["main"])
+    registry = RenderRegistry(auto_describe=False, support_collectors_without_names=True)
+    collector = CountingCollector(store, settings, clock)  # type: ignore[arg-type]
+    registry.register(collector)
+    app = create_app(settings, registry, store)
+    client: Client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        store.publish(make_status(completed_at=clock.time()))
+        await asyncio.wait_for(app[RENDER_CACHE_KEY].settled(), 5)
+        assert [s.snapshot is not None for (s,) in collector.rendered] == [False, True]
+        await asyncio.sleep(STALE_AFTER_INTERVALS * interval + 0.2)
+        await asyncio.wait_for(app[RENDER_CACHE_KEY].settled(), 5)
+        assert collector.renders == 3  # at the deadline, with no scrape
+        stale = samples(await scrape(client))
+        assert (stale[UP], PROCESSED in stale) == (0, False)
+        assert collector.renders == 3
+    finally:
+        await client.close()
+
+
+class WallClock:
+    def time(self) -> float:
+        return time.time()

@@ -158,6 +158,7 @@ async def _render_on_publish(
     cache.refresh()
     yield
     unsubscribe()
+    cache.attach(None)
 
 
 async def _run_pollers(app: web.Application) -> AsyncIterator[None]:
