@@ -1,6 +1,8 @@
 """`/metrics` bodies rendered once per state of the data, off the event loop, and reused until
-that state changes (docs/architecture.md). Knows nothing of Sidekiq, Redis or the store: a
-collector opts in by being `Pinnable`.
+that state changes (docs/architecture.md): rendered as soon as the state changes (`published`,
+and a pinned state's expiry), in both formats and gzip-ready, by the exposition writer, so a
+scrape finds them done. Knows nothing of Sidekiq, Redis or the store: a collector opts in by
+being `Pinnable`, its pinned states by being `Writable`.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ class Pinnable(Protocol):
     def pin(self) -> tuple[Hashable, Collector]:
         """A key for the current state (equal keys, equal output) and a collector of that state.
 
-        Called on the event loop on every scrape, so it must be cheap; the returned collector
-        is collected (maybe) later in a worker thread and must render the state the key names.
+        Called on the event loop on every scrape and publish, so it must be cheap; the returned
+        collector is rendered (maybe) later in a worker thread and must render the state the
+        key names.
         """
         ...
 
