@@ -1,5 +1,7 @@
 """Times our poll (`Reader.read` + `Deriver`, on the client the daemon builds, wall and CPU) and
-our `/metrics` render in-process (the daemon's collector and prometheus_client, no HTTP)."""
+our `/metrics` render in-process, no HTTP: what the daemon renders per poll (the exposition
+writer, both formats and OpenMetrics' gzip part), next to prometheus_client's render of the same
+collector (the daemon before)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from exporter.clock import SystemClock
 from exporter.collector import SidekiqCollector
 from exporter.connection import create_redis_client
 from exporter.derive import DeriveConfig, Deriver
+from exporter.exposition import ExpositionWriter
 from exporter.model import Sample, Snapshot
+from exporter.render_cache import Writable, rendered
 from exporter.resp import Command
 from exporter.sidekiq import reader as reader_module
 from exporter.sidekiq.reader import Reader
@@ -117,9 +121,12 @@ class _CollectorSettings:
 @dataclass(frozen=True)
 class RenderTimes:
     series: int
-    body_bytes: int
-    collect: list[float]  # SidekiqCollector.collect alone
-    render: list[float]  # generate_latest: collect + text format
+    body_bytes: int  # the text format
+    openmetrics_gzip_bytes: int  # the gzip-ready OpenMetrics part the daemon keeps
+    collect: list[float]  # SidekiqCollector.collect alone (prometheus_client's families)
+    render: list[float]  # generate_latest: collect + text format (the daemon before)
+    written: list[float]  # the exposition writer: both formats, label strings kept
+    published: list[float]  # what the daemon renders per poll: `written` + OpenMetrics' gzip
 
 
 async def _snapshot(url: str) -> Snapshot:
@@ -152,8 +159,16 @@ def time_render(url: str, repeats: int = 10) -> RenderTimes:
     collector = SidekiqCollector(store, _CollectorSettings(), SystemClock())
     registry.register(collector)
     body = generate_latest(registry)
+    key, state = collector.pin()
+    assert isinstance(state, Writable)
+    writer = ExpositionWriter()  # as the daemon's: label strings kept from poll to poll
+    exposition = state.write(writer)
+    if exposition.text != body:
+        raise AssertionError("the exposition writer's text differs from prometheus_client's")
     collect: list[float] = []
     render: list[float] = []
+    written: list[float] = []
+    published: list[float] = []
     for _ in range(repeats):
         started = time.perf_counter()
         for _family in collector.collect():
@@ -162,5 +177,19 @@ def time_render(url: str, repeats: int = 10) -> RenderTimes:
         started = time.perf_counter()
         generate_latest(registry)
         render.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        state.write(writer)
+        written.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        part = rendered(key, state.write(writer))
+        published.append(time.perf_counter() - started)
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-    return RenderTimes(series=series, body_bytes=len(body), collect=collect, render=render)
+    return RenderTimes(
+        series=series,
+        body_bytes=len(body),
+        openmetrics_gzip_bytes=len(part.deflated),
+        collect=collect,
+        render=render,
+        written=written,
+        published=published,
+    )

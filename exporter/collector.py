@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter import metrics as m
 from exporter.clock import Clock
+from exporter.exposition import Exposition, ExpositionWriter, Sink
 from exporter.model import (
     HISTOGRAM_BUCKET_BOUNDS_MS,
     STALE_AFTER_INTERVALS,
@@ -71,12 +72,20 @@ class _Series(Protocol):
     def add_metric(self, labels: Sequence[str], value: float) -> None: ...
 
 
+def help_text(row: m.Family, poll_interval: float) -> str:
+    """The HELP text of `row`: Sidekiq data is a sample of the last poll, the exporter's own
+    metrics are not."""
+    return row.help if row.own else f"{row.help} Sampled every {poll_interval:g}s."
+
+
 class _Families:
-    """Builds the metric families for all targets: only rows of the metric table, each family
-    created on first use (so a family without series is not exposed)."""
+    """Builds prometheus_client's metric families for all targets (the reference `Sink`; the
+    daemon's hot path writes the same calls as text: exporter/exposition.py): only rows of the
+    metric table, each family created on first use (so a family without series is not
+    exposed)."""
 
     def __init__(self, poll_interval: float) -> None:
-        self.sampled = f"Sampled every {poll_interval:g}s."
+        self.poll_interval = poll_interval
         self.families: dict[str, Metric] = {}
 
     def family(self, row: m.Family) -> Metric:
@@ -87,13 +96,12 @@ class _Families:
                 raise ValueError(
                     f"{row.name} is not a row of the metric table (exporter/metrics.py)"
                 )
-            # Sidekiq data is a sample of the last poll; the exporter's own metrics are not.
-            help_text = row.help if row.own else f"{row.help} {self.sampled}"
-            family = _KINDS[row.kind](row.name, help_text, labels=list(row.labels))
+            help_ = help_text(row, self.poll_interval)
+            family = _KINDS[row.kind](row.name, help_, labels=list(row.labels))
             self.families[row.name] = family
         return family
 
-    def add(self, row: m.Family, values: Sequence[str], value: float) -> None:
+    def add(self, row: m.Family, values: tuple[str, ...], value: float) -> None:
         """One series of a gauge, counter or info family; `values` in `row.labels` order."""
         # Once per series (~16,000 a render at the default limits): a lookup, then the call.
         family: _Series | None = self.families.get(row.name)  # type: ignore[assignment]
@@ -106,7 +114,7 @@ class _Families:
     def histogram(
         self,
         row: m.Family,
-        values: Sequence[str],
+        values: tuple[str, ...],
         buckets: Sequence[tuple[str, float]],
         sum_value: float,
     ) -> None:
@@ -118,22 +126,36 @@ class _Families:
 
 
 class _Pinned(Collector):
-    """One pinned state of a `SidekiqCollector`: the statuses and freshness read by `pin`."""
+    """One pinned state of a `SidekiqCollector`: the statuses and freshness read by `pin`.
+    prometheus_client collects it (`collect`); the daemon writes it as text (`write`)."""
 
-    __slots__ = ("_collector", "_fresh", "_statuses")
+    __slots__ = ("_collector", "_fresh", "_statuses", "valid_for")
 
     def __init__(
         self,
         collector: SidekiqCollector,
         statuses: tuple[TargetStatus, ...],
         fresh: tuple[bool, ...],
+        valid_for: float | None,
     ) -> None:
         self._collector = collector
         self._statuses = statuses
         self._fresh = fresh
+        # Seconds from the pin until the first fresh target goes stale: the key changes then,
+        # without a publish (None: no fresh target).
+        self.valid_for = valid_for
 
     def collect(self) -> Iterator[Metric]:
-        return self._collector._build(self._statuses, self._fresh)
+        families = _Families(self._collector.settings.poll_interval)
+        self._collector._build(families, self._statuses, self._fresh)
+        return iter(families.families.values())
+
+    def write(self, writer: ExpositionWriter) -> Exposition:
+        interval = self._collector.settings.poll_interval
+        return writer.render(
+            lambda row: help_text(row, interval),
+            lambda sink: self._collector._build(sink, self._statuses, self._fresh),
+        )
 
 
 class SidekiqCollector(Collector):
@@ -168,17 +190,21 @@ class SidekiqCollector(Collector):
         now = self.clock.time()
         interval = self.settings.poll_interval
         fresh = tuple(self._fresh(status, now, interval) for status in state.statuses)
-        return (state.version, fresh), _Pinned(self, state.statuses, fresh)
+        deadlines = [
+            status.snapshot_completed_at + STALE_AFTER_INTERVALS * interval - now
+            for status, is_fresh in zip(state.statuses, fresh, strict=True)
+            if is_fresh and status.snapshot_completed_at is not None
+        ]
+        valid_for = min(deadlines, default=None)
+        return (state.version, fresh), _Pinned(self, state.statuses, fresh, valid_for)
 
-    def _build(self, statuses: Sequence[TargetStatus], fresh: Sequence[bool]) -> Iterator[Metric]:
-        """The families for `statuses`, each target fresh or not as `fresh` says."""
-        families = _Families(self.settings.poll_interval)
-        families.add(m.BUILD_INFO, [__version__], 1)
+    def _build(self, f: Sink, statuses: Sequence[TargetStatus], fresh: Sequence[bool]) -> None:
+        """The series of `statuses` into `f`, each target fresh or not as `fresh` says."""
+        f.add(m.BUILD_INFO, (__version__,), 1)
         for status, is_fresh in zip(statuses, fresh, strict=True):
-            self._exporter_metrics(families, status, up=status.up and is_fresh)
+            self._exporter_metrics(f, status, up=status.up and is_fresh)
             if is_fresh and status.snapshot is not None:
-                self._sidekiq_metrics(families, status.snapshot)
-        yield from families.families.values()
+                self._sidekiq_metrics(f, status.snapshot)
 
     @staticmethod
     def _fresh(status: TargetStatus, now: float, interval: float) -> bool:
@@ -187,24 +213,24 @@ class SidekiqCollector(Collector):
             return False
         return now - completed <= STALE_AFTER_INTERVALS * interval
 
-    def _exporter_metrics(self, f: _Families, status: TargetStatus, *, up: bool) -> None:
-        t = [status.target]
+    def _exporter_metrics(self, f: Sink, status: TargetStatus, *, up: bool) -> None:
+        t = (status.target,)
         f.add(m.UP, t, 1 if up else 0)
         if status.last_poll_duration_seconds is not None:
             f.add(m.POLL_DURATION, t, status.last_poll_duration_seconds)
         for result, count in (("success", status.polls_success), ("error", status.polls_error)):
-            f.add(m.POLLS, [status.target, result], count)
+            f.add(m.POLLS, (status.target, result), count)
         if status.last_success_timestamp is not None:
             f.add(m.LAST_POLL_SUCCESS, t, status.last_success_timestamp)
         if status.last_round_trips is not None:
             f.add(m.ROUND_TRIPS, t, status.last_round_trips)
         for reason, count in sorted(status.skipped_totals.items()):
-            f.add(m.SKIPPED_ITEMS, [status.target, reason], count)
+            f.add(m.SKIPPED_ITEMS, (status.target, reason), count)
 
-    def _sidekiq_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+    def _sidekiq_metrics(self, f: Sink, snapshot: Snapshot) -> None:
         sample, target = snapshot.sample, snapshot.target
         now = sample.redis_time
-        t = [target]
+        t = (target,)
         if sample.processed is not None:
             f.add(m.PROCESSED_JOBS, t, sample.processed)
         if sample.failed is not None:
@@ -218,9 +244,9 @@ class SidekiqCollector(Collector):
             ("retry", sample.retry),
         )
         for set_name, zset in sets:
-            f.add(m.SCHEDULED_OVERDUE_JOBS, [target, set_name], zset.overdue)
+            f.add(m.SCHEDULED_OVERDUE_JOBS, (target, set_name), zset.overdue)
             lag = clamp_age(now, zset.oldest_score) if zset.oldest_score is not None else 0.0
-            f.add(m.SCHEDULED_LAG, [target, set_name], lag)
+            f.add(m.SCHEDULED_LAG, (target, set_name), lag)
         self._queue_metrics(f, snapshot)
         self._process_metrics(f, snapshot)
         self._running_metrics(f, snapshot)
@@ -229,9 +255,9 @@ class SidekiqCollector(Collector):
         if sample.cron_jobs is not None:
             self._cron_metrics(f, snapshot)
         if sample.leader is not None:
-            f.add(m.LEADER_INFO, [target, sample.leader], 1)
+            f.add(m.LEADER_INFO, (target, sample.leader), 1)
 
-    def _queue_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+    def _queue_metrics(self, f: Sink, snapshot: Snapshot) -> None:
         sample, target = snapshot.sample, snapshot.target
         now = sample.redis_time
         busy: dict[str, int] = defaultdict(int)
@@ -251,7 +277,7 @@ class SidekiqCollector(Collector):
                 listeners[served] += 1
         for queue in sample.queues:
             name = queue.name
-            labels = [target, name]
+            labels = (target, name)
             f.add(m.QUEUE_ENQUEUED_JOBS, labels, queue.size)
             f.add(m.QUEUE_LATENCY, labels, queue.latency_at(now))
             f.add(m.QUEUE_PAUSED, labels, 1 if queue.paused else 0)
@@ -264,23 +290,23 @@ class SidekiqCollector(Collector):
             sla = snapshot.queue_slas.get(name)
             if sla is None:
                 continue
-            labels = [target, name]
-            f.add(m.QUEUE_INFO, [target, name, sla.component, sla.source], 1)
+            labels = (target, name)
+            f.add(m.QUEUE_INFO, (target, name, sla.component, sla.source), 1)
             if sla.seconds is None:
                 continue
             f.add(m.QUEUE_SLA, labels, sla.seconds)
             f.add(m.QUEUE_SLA_BREACH, labels, snapshot.sla_breach_seconds.get(name, 0.0))
 
-    def _process_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+    def _process_metrics(self, f: Sink, snapshot: Snapshot) -> None:
         sample, target = snapshot.sample, snapshot.target
         processes = sample.processes
-        f.add(m.PROCESSES, [target], len(processes))
-        f.add(m.WORKERS, [target], sum(p.concurrency for p in processes))
-        f.add(m.BUSY_WORKERS, [target], sum(p.busy for p in processes))
+        f.add(m.PROCESSES, (target,), len(processes))
+        f.add(m.WORKERS, (target,), sum(p.concurrency for p in processes))
+        f.add(m.BUSY_WORKERS, (target,), sum(p.busy for p in processes))
         if not self.settings.collect_processes:
             return
         for p in snapshot.processes:  # within --collect.processes.max
-            labels = [target, p.identity, p.hostname, p.tag]
+            labels = (target, p.identity, p.hostname, p.tag)
             f.add(m.PROCESS_BUSY_WORKERS, labels, p.busy)
             f.add(m.PROCESS_CONCURRENCY, labels, p.concurrency)
             f.add(m.PROCESS_MEMORY_RSS, labels, p.rss_bytes)
@@ -288,9 +314,9 @@ class SidekiqCollector(Collector):
             f.add(m.PROCESS_HEARTBEAT, labels, p.heartbeat_timestamp)
             f.add(m.PROCESS_START_TIME, labels, p.start_timestamp)
             f.add(m.PROCESS_QUIET, labels, 1 if p.quiet else 0)
-            f.add(m.PROCESS_INFO, [*labels, p.version], 1)
+            f.add(m.PROCESS_INFO, (*labels, p.version), 1)
 
-    def _running_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+    def _running_metrics(self, f: Sink, snapshot: Snapshot) -> None:
         # Only jobs whose class is within the job-class limits get a `class` label.
         sample, target = snapshot.sample, snapshot.target
         count: dict[tuple[str, str], int] = defaultdict(int)
@@ -300,7 +326,7 @@ class SidekiqCollector(Collector):
             count[key] += 1
             oldest[key] = min(oldest.get(key, job.run_at), job.run_at)
         for (queue, job_class), running in sorted(count.items()):
-            labels = [target, queue, job_class]
+            labels = (target, queue, job_class)
             f.add(m.RUNNING_JOBS, labels, running)
             f.add(
                 m.RUNNING_JOB_MAX_AGE,
@@ -308,9 +334,9 @@ class SidekiqCollector(Collector):
                 clamp_age(sample.redis_time, oldest[(queue, job_class)]),
             )
 
-    def _job_class_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+    def _job_class_metrics(self, f: Sink, snapshot: Snapshot) -> None:
         for job_class, totals in sorted(snapshot.job_classes.items()):
-            labels = [snapshot.target, job_class]
+            labels = (snapshot.target, job_class)
             f.add(m.JOB_EXECUTIONS, labels, totals.executions)
             f.add(m.JOB_FAILURES, labels, totals.failures)
             cumulative, buckets = 0, []
@@ -328,14 +354,14 @@ class SidekiqCollector(Collector):
             buckets.append(("+Inf", float(max(totals.successes, everything))))
             f.histogram(m.JOB_DURATION, labels, buckets, totals.milliseconds / 1000)
 
-    def _cron_metrics(self, f: _Families, snapshot: Snapshot) -> None:
+    def _cron_metrics(self, f: Sink, snapshot: Snapshot) -> None:
         target, now = snapshot.target, snapshot.sample.redis_time
         enabled = sum(1 for s in snapshot.cron_jobs if s.job.enabled)
-        f.add(m.CRON_JOBS, [target, "enabled"], enabled)
-        f.add(m.CRON_JOBS, [target, "disabled"], len(snapshot.cron_jobs) - enabled)
+        f.add(m.CRON_JOBS, (target, "enabled"), enabled)
+        f.add(m.CRON_JOBS, (target, "disabled"), len(snapshot.cron_jobs) - enabled)
         for schedule in snapshot.cron_jobs:
             job = schedule.job
-            labels = [target, job.namespace, job.name]
+            labels = (target, job.namespace, job.name)
             f.add(m.CRON_JOB_ENABLED, labels, 1 if job.enabled else 0)
             if job.last_enqueue_timestamp is not None:
                 f.add(m.CRON_JOB_LAST_ENQUEUE, labels, job.last_enqueue_timestamp)
@@ -389,8 +415,14 @@ class _PinnedHttpCounts(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families = _Families(0)
+        self._build(families)
+        return iter(families.families.values())
+
+    def write(self, writer: ExpositionWriter) -> Exposition:
+        return writer.render(lambda row: help_text(row, 0), self._build)
+
+    def _build(self, f: Sink) -> None:
         for reason, count in self._bad_requests:
-            families.add(m.HTTP_BAD_REQUESTS, [reason], count)
+            f.add(m.HTTP_BAD_REQUESTS, (reason,), count)
         for limit, count in self._limit_hits:
-            families.add(m.HTTP_LIMIT_HITS, [limit], count)
-        yield from families.families.values()
+            f.add(m.HTTP_LIMIT_HITS, (limit,), count)

@@ -6,7 +6,7 @@ need no lock. Decides nothing: freshness is the collector's call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -70,12 +70,13 @@ class StoreState:
 class Store:
     """The latest `TargetStatus` per configured target."""
 
-    __slots__ = ("_state",)
+    __slots__ = ("_listeners", "_state")
 
     def __init__(self, targets: Iterable[str]) -> None:
         # Every configured target starts with an initial status, so scrapes before the first
         # poll already show `polls_total 0` and readiness can name what it waits for.
         self._state = _state(0, {name: TargetStatus.initial(name) for name in targets})
+        self._listeners: tuple[Callable[[], None], ...] = ()
 
     def publish(self, status: TargetStatus) -> None:
         """Replace the status of `status.target`; KeyError for a target not configured.
@@ -87,6 +88,18 @@ class Store:
         if status.target not in state.by_target:
             raise KeyError(f"unknown target {status.target!r}")
         self._state = _state(state.version + 1, {**state.by_target, status.target: status})
+        for listener in self._listeners:
+            listener()
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after every publish, on the publishing thread (the web app renders
+        the new state then: exporter/render_cache.py); returns the call that unsubscribes."""
+        self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(f for f in self._listeners if f is not listener)
+
+        return unsubscribe
 
     @property
     def version(self) -> int:

@@ -6,12 +6,15 @@ intended one is committed with the regenerated files (`tests/support/generated.p
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from exporter.render_cache import RenderCache, RenderRegistry
+from exporter.render_cache import RenderCache, RenderRegistry, written_format
 from tests.support import generated, golden
+from tests.support.exposition import served_bodies
 
 GOLDEN_FILES = {
     golden.TEXT_ACCEPT: "tests/golden/metrics.txt",
@@ -25,16 +28,73 @@ def test_committed_exposition_is_what_the_collector_renders(path: str) -> None:
     assert problem is None, problem
 
 
-@pytest.mark.parametrize(("accept", "path"), sorted(GOLDEN_FILES.items()))
-async def test_metrics_endpoint_render_path_gives_the_same_bytes(accept: str, path: str) -> None:
-    # /metrics renders through the render cache (exporter/render_cache.py), not straight
-    # through the encoder: it must give exactly the committed bytes too.
+def golden_registry() -> RenderRegistry:
     registry = RenderRegistry(auto_describe=False, support_collectors_without_names=True)
     for collector in golden.golden_collectors():
         registry.register(collector)
+    return registry
+
+
+# Accept headers served by the exposition writer (exporter/exposition.py), by golden file:
+# Prometheus 2 (no escaping: underscores) and 3 (`escaping=allow-utf-8`), both text versions.
+WRITTEN_ACCEPTS = {
+    "tests/golden/metrics.txt": (
+        golden.TEXT_ACCEPT,
+        "text/plain; version=0.0.4",
+        "text/plain; version=1.0.0; escaping=allow-utf-8",
+        "text/plain;version=1.0.0;escaping=underscores",
+    ),
+    "tests/golden/metrics.openmetrics.txt": (
+        golden.OPENMETRICS_ACCEPT,
+        "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8",
+        "application/openmetrics-text;version=1.0.0;escaping=underscores,text/plain;q=0.5",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("accept", "path"),
+    [(accept, path) for path, accepts in sorted(WRITTEN_ACCEPTS.items()) for accept in accepts],
+)
+async def test_metrics_endpoint_render_path_gives_the_same_bytes(accept: str, path: str) -> None:
+    # /metrics renders through the render cache (exporter/render_cache.py) and the exposition
+    # writer, not through prometheus_client: it must give exactly the committed bytes too.
+    cache = RenderCache(golden_registry())
     encoder, content_type = choose_encoder(accept)
-    body = await RenderCache(registry).render(encoder, content_type)
-    assert body == (generated.ROOT / path).read_bytes()
+    assert written_format(content_type) is not None
+    assert await cache.render(encoder, content_type) == (golden_bytes(path), False)
+    body, gzipped = await cache.render(encoder, content_type, gzip=True)
+    # OpenMetrics, what Prometheus asks for, comes gzipped from parts compressed at render.
+    assert gzipped == path.endswith("openmetrics.txt")
+    assert (gzip.decompress(body) if gzipped else body) == golden_bytes(path)
+    assert cache.renders() == 2  # the two pinned collectors, once each for every format
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/plain; version=1.0.0; escaping=dots",
+        "text/plain; version=1.0.0; escaping=values",
+        "application/openmetrics-text; version=1.0.0; escaping=dots",
+        "application/openmetrics-text; version=1.0.0; escaping=values",
+    ],
+)
+async def test_other_escapings_are_prometheus_client_s(accept: str) -> None:
+    cache = RenderCache(golden_registry())
+    encoder, content_type = choose_encoder(accept)
+    assert written_format(content_type) is None
+    assert await cache.render(encoder, content_type) == (golden.render(accept), False)
+    assert cache.renders() == 0
+
+
+def test_the_writer_gives_prometheus_client_s_bytes_for_the_golden_store() -> None:
+    text, openmetrics = served_bodies(golden_registry())
+    assert text == golden_bytes("tests/golden/metrics.txt")
+    assert openmetrics == golden_bytes("tests/golden/metrics.openmetrics.txt")
+
+
+def golden_bytes(path: str) -> bytes:
+    return (generated.ROOT / path).read_bytes()
 
 
 def test_golden_store_covers_stale_and_waiting_targets() -> None:

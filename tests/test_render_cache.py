@@ -4,15 +4,18 @@ process part on every scrape; invalidation by publish and by the staleness deadl
 from __future__ import annotations
 
 import asyncio
-import gzip
 import itertools
 import threading
+import time
+import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
@@ -20,12 +23,19 @@ from prometheus_client.openmetrics import parser as om_parser
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import SidekiqCollector
+from exporter.exposition import Render, Sink
 from exporter.model import STALE_AFTER_INTERVALS, QueueSample, Snapshot
-from exporter.render_cache import MAX_FORMATS, RenderCache, RenderRegistry, join_bodies
+from exporter.render_cache import (
+    MAX_FORMATS,
+    RenderCache,
+    RenderRegistry,
+    crc32_combine,
+    join_bodies,
+)
 from exporter.settings import Settings
 from exporter.store import Store, TargetStatus
 from exporter.targets import build_target
-from exporter.web.app import create_app
+from exporter.web.app import RENDER_CACHE_KEY, create_app
 from tests.support.samples import empty_sample
 
 Client = TestClient[web.Request, web.Application]
@@ -81,11 +91,13 @@ def make_status(processed: int = 1000, completed_at: float = NOW) -> TargetStatu
 
 
 class CountingCollector(SidekiqCollector):
-    """The real collector, counting its renders (and, optionally, holding them until released)."""
+    """The real collector, counting its renders by the exposition writer (and the states they
+    were of), and prometheus_client's collects; optionally holding renders until released."""
 
     def __init__(self, store: Store, settings: Settings, clock: FakeClock) -> None:
         super().__init__(store, settings, clock)
         self.renders = 0
+        self.rendered: list[Sequence[TargetStatus]] = []  # the statuses of each render
         self.collects = 0
         self.threads: set[int] = set()
         self.hold: threading.Event | None = None
@@ -96,15 +108,17 @@ class CountingCollector(SidekiqCollector):
         self.collects += 1
         return super().collect()
 
-    def _build(self, statuses: Sequence[TargetStatus], fresh: Sequence[bool]) -> Iterator[Metric]:
-        self.renders += 1
-        self.threads.add(threading.get_ident())
-        self.started.set()
-        if self.hold is not None:
-            assert self.hold.wait(5)
+    def _build(self, f: Sink, statuses: Sequence[TargetStatus], fresh: Sequence[bool]) -> None:
+        if isinstance(f, Render):
+            self.renders += 1
+            self.rendered.append(statuses)
+            self.threads.add(threading.get_ident())
+            self.started.set()
+            if self.hold is not None:
+                assert self.hold.wait(5)
         if self.fail:
             raise RuntimeError("render failed")
-        return super()._build(statuses, fresh)
+        super()._build(f, statuses, fresh)
 
 
 class ScrapeCounter:
@@ -123,6 +137,7 @@ class Rig:
     clock: FakeClock
     collector: CountingCollector
     registry: RenderRegistry
+    cache: RenderCache | None = None  # the app's
 
 
 def make_rig() -> Rig:
@@ -141,6 +156,7 @@ def make_rig() -> Rig:
 async def rig() -> AsyncIterator[tuple[Rig, Client]]:
     rig = make_rig()
     app = create_app(make_settings(), rig.registry, rig.store)
+    rig.cache = app[RENDER_CACHE_KEY]
     client: Client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     yield rig, client
@@ -223,7 +239,7 @@ async def test_staleness_deadline_invalidates(rig: tuple[Rig, Client]) -> None:
 async def test_openmetrics_has_one_eof_and_parses(rig: tuple[Rig, Client]) -> None:
     r, client = rig
     bodies = [await scrape(client, headers=OPENMETRICS) for _ in range(2)]
-    assert r.collector.renders == 1
+    assert (r.collector.renders, r.collector.collects) == (1, 0)
     for body in bodies:
         assert body.count("# EOF") == 1
         assert body.endswith("\n# EOF\n")
@@ -232,13 +248,13 @@ async def test_openmetrics_has_one_eof_and_parses(rig: tuple[Rig, Client]) -> No
             families
         )
     assert sidekiq_part(bodies[0]) == sidekiq_part(bodies[1])
-    # Text and OpenMetrics are two formats of one state: one render each, both reused.
+    # Text and OpenMetrics are two formats of one state, written by one render.
     text = await scrape(client)
     assert "# EOF" not in text
     assert samples(text)[UP] == 1
     await scrape(client)
     await scrape(client, headers=OPENMETRICS)
-    assert r.collector.renders == 2
+    assert r.collector.renders == 1
 
 
 async def test_gzip(rig: tuple[Rig, Client]) -> None:
@@ -253,10 +269,13 @@ async def test_gzip(rig: tuple[Rig, Client]) -> None:
             "/metrics", headers={**headers, "Accept-Encoding": "gzip"}, auto_decompress=False
         )
         assert response.headers["Content-Encoding"] == "gzip"
-        body = gzip.decompress(await response.read()).decode()
+        # One gzip member, nothing after it (the parts compressed at render are one stream).
+        inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        body = inflate.decompress(await response.read()).decode()
+        assert (inflate.eof, inflate.unused_data) == (True, b"")
         assert sidekiq_part(body) == sidekiq_part(plain)
         assert {"sidekiq_up", "python_info"} <= {family.name for family in parse(body)}
-    assert r.collector.renders == 2  # one per format
+    assert r.collector.renders == 1  # one render: both formats and OpenMetrics' gzip
 
 
 async def test_name_filter_skips_the_cache(rig: tuple[Rig, Client]) -> None:
@@ -266,9 +285,9 @@ async def test_name_filter_skips_the_cache(rig: tuple[Rig, Client]) -> None:
         text = await scrape(client, params=[("name[]", "sidekiq_up"), ("name[]", "python_info")])
         names = {family.name for family in text_string_to_metric_families(text)}
         assert names == {"sidekiq_up", "python_info"}
-    assert (r.collector.renders, r.collector.collects) == (3, 2)
+    assert (r.collector.renders, r.collector.collects) == (1, 2)
     await scrape(client)
-    assert r.collector.renders == 3  # the cached body is still good
+    assert (r.collector.renders, r.collector.collects) == (1, 2)  # the cached body is still good
 
 
 async def test_concurrent_scrapes_render_once() -> None:
@@ -281,7 +300,7 @@ async def test_concurrent_scrapes_render_once() -> None:
     await asyncio.sleep(0.05)  # every scrape is waiting now
     scrapes[0].cancel()  # one scraper goes away: the others still get the shared render
     r.collector.hold.set()
-    bodies = await asyncio.gather(*scrapes[1:])
+    bodies = [body for body, _ in await asyncio.gather(*scrapes[1:])]
     assert scrapes[0].cancelled()
     assert r.collector.renders == 1
     assert len({sidekiq_part(b.decode()) for b in bodies}) == 1
@@ -297,7 +316,7 @@ async def test_failed_render_is_not_cached() -> None:
     with pytest.raises(RuntimeError, match="render failed"):
         await cache.render(encoder, content_type)
     r.collector.fail = False
-    assert samples((await cache.render(encoder, content_type)).decode())[UP] == 1
+    assert samples((await cache.render(encoder, content_type))[0].decode())[UP] == 1
     assert r.collector.renders == 2
 
 
@@ -308,17 +327,18 @@ async def test_formats_per_state_are_bounded() -> None:
         encoder, content_type = choose_encoder(f"application/openmetrics-text; version=1.{minor}.0")
         assert f"version=1.{minor}.0" in content_type
         await cache.render(encoder, content_type)
-    (bodies,) = cache._pinned.values()
-    assert len(bodies._bodies) == MAX_FORMATS
+    # Version 1.0.0 is the writer's; the others prometheus_client's, a body per format.
+    (pinned,) = cache._pinned.values()
+    assert len(pinned.fallback._bodies) == MAX_FORMATS
 
 
 async def test_unregistered_collectors_are_dropped() -> None:
     r = make_rig()
     cache = RenderCache(r.registry)
     encoder, content_type = choose_encoder("")
-    assert b"sidekiq_up" in await cache.render(encoder, content_type)
+    assert b"sidekiq_up" in (await cache.render(encoder, content_type))[0]
     r.registry.unregister(r.collector)
-    assert b"sidekiq_up" not in await cache.render(encoder, content_type)
+    assert b"sidekiq_up" not in (await cache.render(encoder, content_type))[0]
     assert cache._pinned == {}
 
 
@@ -375,3 +395,133 @@ def test_join_openmetrics(parts: list[bytes], expected: bytes) -> None:
 def test_join_openmetrics_refuses_a_part_without_eof(bad: bytes) -> None:
     with pytest.raises(ValueError, match="EOF"):
         join_bodies([bad, b"# EOF\n"], "application/openmetrics-text")
+
+
+# --- rendered when a poll publishes ---------------------------------------------------------
+
+
+async def settled(r: Rig) -> None:
+    """Until no render is under way or queued (renders run in worker threads)."""
+    assert r.cache is not None
+    await asyncio.wait_for(r.cache.settled(), 5)
+
+
+async def test_every_published_state_renders_once_and_scrapes_render_none(
+    rig: tuple[Rig, Client],
+) -> None:
+    r, client = rig
+    await settled(r)
+    states = [r.store.state().statuses]  # rendered at the app's start
+    for processed in (1100, 1200, 1300):
+        r.store.publish(make_status(processed=processed))
+        states.append(r.store.state().statuses)
+        await settled(r)
+        for headers in ({}, OPENMETRICS, {**OPENMETRICS, "Accept-Encoding": "gzip"}):
+            for _ in range(3):
+                assert samples(await scrape(client, headers=headers))[PROCESSED] == processed
+    # One render per state, each state once: both formats and gzip come from it.
+    assert [id(s) for s in r.collector.rendered] == [id(s) for s in states]
+    assert r.collector.collects == 0
+
+
+async def test_a_scrape_right_after_a_publish_finds_the_render_under_way(
+    rig: tuple[Rig, Client],
+) -> None:
+    r, client = rig
+    await settled(r)
+    r.collector.started.clear()
+    r.collector.hold = threading.Event()
+    r.store.publish(make_status(processed=2000))
+    # No scrape yet: the publish alone started the render, in a worker thread.
+    assert await asyncio.to_thread(r.collector.started.wait, 5)
+    assert r.collector.renders == 2
+    scraping = asyncio.create_task(scrape(client))
+    await asyncio.sleep(0.05)
+    assert not scraping.done()  # the scrape waits for the render of the state it pinned
+    r.collector.hold.set()
+    assert samples(await scraping)[PROCESSED] == 2000
+    assert r.collector.renders == 2  # the scrape rendered nothing itself
+
+
+async def test_states_published_during_a_render_coalesce_to_the_newest(
+    rig: tuple[Rig, Client],
+) -> None:
+    r, client = rig
+    await settled(r)
+    r.collector.started.clear()
+    r.collector.hold = threading.Event()
+    r.store.publish(make_status(processed=2000))
+    assert await asyncio.to_thread(r.collector.started.wait, 5)
+    r.store.publish(make_status(processed=3000))
+    waiting = asyncio.create_task(scrape(client))  # pinned 3000: waits behind the 2000 render
+    await asyncio.sleep(0.05)
+    for processed in (4000, 5000):  # polls faster than renders
+        r.store.publish(make_status(processed=processed))
+    newest = r.store.state().statuses
+    r.collector.hold.set()
+    # The scrape that pinned 3000 gets the newest state rendered: 3000 and 4000 never were.
+    assert samples(await waiting)[PROCESSED] == 5000
+    await settled(r)
+    assert r.collector.renders == 3  # start, 2000 (under way), 5000 (the newest)
+    assert r.collector.rendered[-1] is newest
+    assert samples(await scrape(client))[PROCESSED] == 5000
+    assert r.collector.renders == 3
+
+
+async def test_a_publish_from_another_thread_renders_on_the_loop(rig: tuple[Rig, Client]) -> None:
+    r, client = rig
+    await settled(r)
+    await asyncio.to_thread(r.store.publish, make_status(processed=2500))
+    await settled(r)
+    assert r.collector.renders == 2
+    assert samples(await scrape(client))[PROCESSED] == 2500
+    assert r.collector.renders == 2
+
+
+async def test_a_failed_eager_render_is_rendered_again_by_the_next_scrape(
+    rig: tuple[Rig, Client],
+) -> None:
+    r, client = rig
+    await settled(r)
+    r.collector.fail = True
+    r.store.publish(make_status(processed=2000))
+    await settled(r)
+    assert r.collector.renders == 2
+    r.collector.fail = False
+    assert samples(await scrape(client))[PROCESSED] == 2000
+    assert r.collector.renders == 3
+
+
+@given(st.binary(), st.binary())
+def test_crc32_combine(a: bytes, b: bytes) -> None:
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+async def test_a_target_going_stale_is_rendered_at_its_deadline_without_a_scrape() -> None:
+    interval = 0.05  # stale STALE_AFTER_INTERVALS intervals after the poll: in 0.15 s
+    settings = replace(make_settings(), poll_interval=interval)
+    clock = WallClock()
+    store = Store(["main"])
+    registry = RenderRegistry(auto_describe=False, support_collectors_without_names=True)
+    collector = CountingCollector(store, settings, clock)  # type: ignore[arg-type]
+    registry.register(collector)
+    app = create_app(settings, registry, store)
+    client: Client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        store.publish(make_status(completed_at=clock.time()))
+        await asyncio.wait_for(app[RENDER_CACHE_KEY].settled(), 5)
+        assert [s.snapshot is not None for (s,) in collector.rendered] == [False, True]
+        await asyncio.sleep(STALE_AFTER_INTERVALS * interval + 0.2)
+        await asyncio.wait_for(app[RENDER_CACHE_KEY].settled(), 5)
+        assert collector.renders == 3  # at the deadline, with no scrape
+        stale = samples(await scrape(client))
+        assert (stale[UP], PROCESSED in stale) == (0, False)
+        assert collector.renders == 3
+    finally:
+        await client.close()
+
+
+class WallClock:
+    def time(self) -> float:
+        return time.time()

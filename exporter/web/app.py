@@ -6,6 +6,7 @@ knows nothing of Sidekiq or Redis. The web config plugs in as middlewares and a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
@@ -30,6 +31,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 STORE_KEY = web.AppKey("store", Store)
 POLLERS_KEY = web.AppKey[tuple[Poller, ...]]("pollers")
+RENDER_CACHE_KEY = web.AppKey("render_cache", RenderCache)
 
 HEALTHY_PATH = "/-/healthy"
 READY_PATH = "/-/ready"
@@ -51,15 +53,17 @@ def create_app(
     app[REGISTRY_KEY] = registry
     app[STORE_KEY] = store
     app[POLLERS_KEY] = tuple(pollers or ())
+    app[RENDER_CACHE_KEY] = cache = RenderCache(registry)
+    app.cleanup_ctx.append(functools.partial(_render_on_publish, cache, store))
     app.cleanup_ctx.append(_run_pollers)
-    app.router.add_get(settings.telemetry_path, metrics_handler(registry))
+    app.router.add_get(settings.telemetry_path, metrics_handler(registry, cache))
     app.router.add_get("/", landing_page)
     app.router.add_get(HEALTHY_PATH, healthy)
     app.router.add_get(READY_PATH, ready)
     return app
 
 
-def metrics_handler(registry: CollectorRegistry) -> Handler:
+def metrics_handler(registry: CollectorRegistry, cache: RenderCache | None = None) -> Handler:
     """The `/metrics` handler: prometheus_client's exposition, rendered off the event loop.
 
     Does what `prometheus_client.aiohttp.make_aiohttp_handler` does (content negotiation by
@@ -67,23 +71,27 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
     run in a worker thread (`asyncio.to_thread`) instead of on the event loop, that on a
     `RenderRegistry` the pinnable collectors' part (the Sidekiq families) is rendered once per
     state of the store and format, then reused (exporter/render_cache.py), and that the format
-    and the coding are chosen as `choose_format` and `choose_coding` say.
+    and the coding are chosen as `choose_format` and `choose_coding` say. The app renders
+    the pinnable part when a poll publishes (`_render_on_publish`), so a scrape finds it done.
     """
-
-    cache = RenderCache(registry)
+    if cache is None:
+        cache = RenderCache(registry)
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_format(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        coding = choose_coding(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, [])))
         names = request.query.getall("name[]", [])
         if names:  # rare (debugging): rendered in full, uncached
             body = await asyncio.to_thread(encoder, registry.restricted_registry(names))
+            gzipped = False
         else:
-            body = await cache.render(encoder, content_type)
-        response = web.Response(
-            body=body, headers={hdrs.CONTENT_TYPE: content_type, hdrs.VARY: hdrs.ACCEPT_ENCODING}
-        )
-        coding = choose_coding(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, [])))
-        if coding is not ContentCoding.identity:
+            gzip = coding is ContentCoding.gzip
+            body, gzipped = await cache.render(encoder, content_type, gzip=gzip)
+        headers = {hdrs.CONTENT_TYPE: content_type, hdrs.VARY: hdrs.ACCEPT_ENCODING}
+        if gzipped:  # compressed when rendered, but for the live part
+            headers[hdrs.CONTENT_ENCODING] = ContentCoding.gzip.value
+        response = web.Response(body=body, headers=headers)
+        if coding is not ContentCoding.identity and not gzipped:
             response.enable_compression(coding)
         return response
 
@@ -138,6 +146,19 @@ def _parameter(content_type: str, name: str) -> str:
         if key == name:
             return value
     return ""
+
+
+async def _render_on_publish(
+    cache: RenderCache, store: Store, app: web.Application
+) -> AsyncIterator[None]:
+    """Render the store's state (and the other pinnable collectors') now and after every
+    publish, off the event loop, while the app runs: scrapes find the bytes ready."""
+    cache.attach(asyncio.get_running_loop())
+    unsubscribe = store.subscribe(cache.published)
+    cache.refresh()
+    yield
+    unsubscribe()
+    cache.attach(None)
 
 
 async def _run_pollers(app: web.Application) -> AsyncIterator[None]:

@@ -33,12 +33,14 @@ from typing import Any, Self
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 
+from .exposition import check_reference_format
 from .processes import StartCleanupContext, kill_process, stop_process
 from .redis_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
+OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
 # The daemon must end within this long after SIGTERM (issue 2: "exit 0 within 5 s").
 STOP_TIMEOUT_SECONDS = 5.0
 
@@ -312,10 +314,13 @@ class ExporterProcess(StartCleanupContext):
         shutil.rmtree(self._dir, ignore_errors=True)
 
     # --- HTTP ------------------------------------------------------------------------------
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    def get(self, path: str, timeout: float = 5.0, accept: str = "") -> tuple[int, str]:
         """(status, body) of `GET path`; HTTP error statuses are returned, not raised."""
+        request = urllib.request.Request(
+            self.base_url + path, headers={"Accept": accept} if accept else {}
+        )
         try:
-            with urllib.request.urlopen(self.base_url + path, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return int(response.status), response.read().decode("utf-8")
         except urllib.error.HTTPError as error:
             with contextlib.closing(error):
@@ -326,6 +331,12 @@ class ExporterProcess(StartCleanupContext):
         self._check_alive()
         status, body = self.get(path, timeout)
         assert status == 200, f"GET {path} -> {status}: {body[:500]}"
+        # Both formats, byte for byte as prometheus_client writes what they hold (the daemon
+        # writes them itself: exporter/exposition.py).
+        check_reference_format(body, openmetrics=False)
+        status, openmetrics = self.get(path, timeout, accept=OPENMETRICS_ACCEPT)
+        assert status == 200, f"GET {path} (OpenMetrics) -> {status}: {openmetrics[:500]}"
+        check_reference_format(openmetrics, openmetrics=True)
         return Scrape.parse(body)
 
     def polls(self, scrape: Scrape | None = None, target: str = "default") -> int:

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 from unittest import mock
 
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from exporter import cli
 from exporter.clock import SystemClock
@@ -32,6 +32,7 @@ from exporter.sidekiq.reader import Reader
 from exporter.store import Store, TargetStatus
 
 from .exporter_process import Scrape
+from .exposition import served_bodies
 
 
 @dataclass
@@ -87,14 +88,18 @@ class Pipeline:
         return await self.poller.poll_once()
 
     def scrape(self) -> Scrape:
-        """What `/metrics` would answer now, parsed (duplicate series raise)."""
-        return Scrape.parse(generate_latest(self.registry).decode("utf-8"))
+        """What `/metrics` would answer now, parsed (duplicate series raise); checked to be
+        prometheus_client's rendering of the same state, in both formats."""
+        text, _ = served_bodies(self.registry)
+        return Scrape.parse(text.decode("utf-8"))
 
     async def scrape_openmetrics(self) -> Scrape:
         """What `/metrics` would answer Prometheus now (OpenMetrics, through the render cache
-        as the web app renders it), parsed by the OpenMetrics parser."""
+        as the web app renders it), parsed by the OpenMetrics parser; the state is checked to
+        render as prometheus_client renders it, in both formats."""
+        served_bodies(self.registry)
         encoder, content_type = choose_encoder("application/openmetrics-text; version=1.0.0")
-        body = await RenderCache(self.registry).render(encoder, content_type)
+        body, _ = await RenderCache(self.registry).render(encoder, content_type)
         return Scrape.parse(body.decode("utf-8"), openmetrics=True)
 
     async def aclose(self) -> None:
