@@ -8,6 +8,9 @@ import time
 from typing import Any
 
 # The goals docs/performance.md reports against.
+# The API versions the goals compare with. Sidekiq 8's API, when installed, is timed on the
+# same fixture, written in 7.3's layout: shown, not a goal (see API_8_NOTE).
+GOAL_API_VERSIONS = ("6.4.1", "7.3.2")
 TARGET_API_LOOPBACK = 30.0  # both APIs, at each of API_GOAL_FIXTURES
 API_GOAL_FIXTURES = ((1_000, 100, 200), (10_000, 100, 2_000))
 TARGET_API_7_CLASSES = 3.0  # Sidekiq 7's API only (6.4's reads no per-class data)
@@ -138,6 +141,15 @@ def _find(
     return None
 
 
+API_8_NOTE = (
+    "Sidekiq 8's API is timed on the same fixtures, written in Sidekiq 7.3's layout: it reads "
+    "the queues, processes and running jobs as 7.3 does, but looks for execution metrics "
+    "under 8.0's new keys (`j|YYMMDD|H:MM`, docs/redis-layout.md), which these fixtures do "
+    "not write, so its `top_jobs` reads no class data here. Its column is shown for "
+    "reference, not compared against a goal."
+)
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
@@ -195,7 +207,8 @@ def _targets(results: dict[str, Any]) -> list[str]:
         if row is None:
             continue
         for name in _api_versions([row]):
-            if with_6 or not name.startswith("api 6"):
+            version = name[4:]
+            if version in GOAL_API_VERSIONS and (with_6 or not version.startswith("6")):
                 lines.append(_api_row(row, name, target, where))
     if loop:
         ratios = [
@@ -315,6 +328,8 @@ def markdown(results: dict[str, Any]) -> str:
             "job's payload and the lowest scores of `schedule` and `retry`.",
             "",
         ]
+        if any(name.startswith("api 8") for name in _api_versions(loop)):
+            out += [API_8_NOTE, ""]
     delay = results.get("delay")
     if delay and delay.get("rows"):
         out += [
@@ -326,8 +341,7 @@ def markdown(results: dict[str, Any]) -> str:
             "process; it adds its own forwarding cost: a `PING` takes "
             f"{ms(delay['ping_rtt_via_proxy'], 2)} ms through it "
             f"({ms(delay['ping_rtt_direct'], 3)} ms direct). The API was timed in one round "
-            "(at 10,000 queues once, on the newest version only: ~20,000 sequential round "
-            "trips).",
+            "(at 10,000 queues once, on Sidekiq 7.3's API only: ~20,000 sequential round trips).",
             "",
             *_poll_table(delay["rows"], before=False),
             "",
