@@ -4,8 +4,9 @@ On a private redis-server (loopback, no persistence) it builds Sidekiq 7.3-shape
 side by side, times (1) our poll (reader + derive), (2) Sidekiq's own Ruby API doing the
 equivalent reads, timed inside Ruby (Debian's 6.4.1 and the unpacked 7.3.2), (3) the floor: our
 poll's commands on a plain socket, parsed by hiredis. Then the same behind a 0.5 ms-each-way
-delay, the daemon's steady state and `/metrics` render times. The full run takes ~13 minutes,
-`--quick` ~3; neither is part of CI.
+delay, the daemon's steady state (CPU at a 10 s and a 1 s poll, RSS, scrape latency at ~20,000
+series), where its memory goes, and `/metrics` render times. The full run takes ~22 minutes,
+`--quick` ~5; neither is part of CI.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import redis
 
-from bench import api, baseline, floor, ours, proxy, report, steady
+from bench import api, baseline, floor, memory, ours, proxy, report, steady
 from bench.fixtures import Fixture, FixtureSpec, describe
 from tests.support.redis_server import RedisServer
 from tests.support.sidekiq import REPO_ROOT
@@ -45,11 +46,13 @@ FULL_LOOPBACK = (
     FixtureSpec(100, 10, 2_000),
     FixtureSpec(1_000, 100, 200),
     FixtureSpec(10_000, 100, 2_000),
+    FixtureSpec(10_000, 1_000, 2_000),
 )
 QUICK_LOOPBACK = (
     FixtureSpec(10, 10, 10),
     FixtureSpec(1_000, 10, 10),
     FixtureSpec(1_000, 10, 10, deep_queues=1, deep_jobs=20_000),
+    FixtureSpec(100, 10, 2_000),
     FixtureSpec(1_000, 100, 200),
 )
 FULL_DELAY = (
@@ -62,6 +65,7 @@ FULL_DELAY = (
 QUICK_DELAY = (FixtureSpec(10, 10, 10), FixtureSpec(1_000, 10, 10))
 STEADY = FixtureSpec(1_000, 100, 200)
 RENDER_20K = FixtureSpec(1_000, 100, 350)  # ~20,000 series with the daemon's defaults
+SCRAPE_EVERY = 15.0  # seconds, Prometheus's usual scrape interval
 
 
 def log(message: str) -> None:
@@ -104,6 +108,9 @@ def measure_fixture(
         entry["rounds"].append(statistics.median(wall))
 
     huge = spec.queues >= 10_000
+    # 1,000 processes: the API takes seconds per scrape there; one round, one timed scrape.
+    api_once = spec.processes >= 1_000
+    slow_version = "7.3.2" if "7.3.2" in versions else versions[-1] if versions else ""
     for index in range(rounds):
         fixture.refresh()
         poll = ours.time_polls(url, min_iterations=5 if delayed else 10, budget=0.6)
@@ -123,13 +130,13 @@ def measure_fixture(
             "commands": low.commands,
             "reply_bytes": low.reply_bytes,
         }
-        if delayed and index > 0:
+        if (delayed or api_once) and index > 0:
             continue  # under delay the API is slow and round-trip bound: one round is enough
         for version in versions:
-            if delayed and huge and version != versions[-1]:
+            if delayed and huge and version != slow_version:
                 continue  # 20,000 sequential round trips of ~1.2 ms: one version, once
             fixture.refresh()
-            if delayed:
+            if delayed or api_once:
                 times = api.time_api(
                     version, url, min_iterations=1 if huge else 2, budget=0, warmup=not huge
                 )
@@ -141,7 +148,9 @@ def measure_fixture(
             extra[f"api {version}"] = {"round_trips": times.round_trips, "commands": times.commands}
     if baseline_dir is not None:
         fixture.refresh()
-        data = baseline.time_baseline(baseline_dir, url, budget=0.6, min_iterations=5)
+        data = baseline.time_baseline(
+            baseline_dir, url, budget=0.6, min_iterations=2 if api_once else 5
+        )
         wall = [float(w) for w in data["wall"]]  # type: ignore[union-attr]
         cpu = [float(c) for c in data["cpu"]]  # type: ignore[union-attr]
         add("before", wall, cpu)
@@ -219,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         action="append",
         default=[],
-        choices=["loopback", "delay", "steady", "api", "baseline"],
+        choices=["loopback", "delay", "steady", "memory", "api", "baseline"],
     )
     args = parser.parse_args(argv)
     quick: bool = args.quick
@@ -296,31 +305,78 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         results["delay"]["rows"].append(row)
                         log("  " + report.one_line(row))
-            if "steady" not in args.skip:
-                seconds = args.steady_seconds or (30.0 if quick else 300.0)
+            if "steady" not in args.skip or "memory" not in args.skip:
+                steady.precompile()  # the daemon runs with its bytecode cached, as installed
                 fixture = Fixture(client, STEADY)
                 fixture.build()
+                big = Fixture(redis.Redis(port=server.port, db=1), RENDER_20K)
+                big.build()
+                big_url = server.url_for_db(1)
+            if "steady" not in args.skip:
+                seconds = args.steady_seconds or (30.0 if quick else 300.0)
                 log(f"steady state {STEADY.label}: {seconds:.0f} s at a 10 s interval")
                 result = steady.run_steady(
                     server.url, fixture, seconds=seconds, log_dir=log_dir, progress=log
                 )
                 results["steady"] = asdict(result) | {"import_rss_kib": steady.import_rss_kib()}
+                log(
+                    f"  steady: CPU {result.cpu_percent:.2f} %, RSS max "
+                    f"{result.rss_kib_max / 1024:.1f} MiB, scrape commands {result.scrape_commands}"
+                )
+                fast = 20.0 if quick else 60.0
+                log(f"steady state {STEADY.label}: {fast:.0f} s at a 1 s interval")
+                result = steady.run_steady(
+                    server.url,
+                    fixture,
+                    seconds=fast,
+                    log_dir=log_dir,
+                    interval="1s",
+                    warmup=10.0,
+                    check_commands=False,
+                    progress=log,
+                )
+                results["steady_1s"] = asdict(result)
+                log(f"  1 s poll: CPU {result.cpu_percent:.2f} %")
+                latency = args.steady_seconds or (45.0 if quick else 300.0)
+                log(
+                    f"scrape latency {RENDER_20K.label}: {latency:.0f} s at a 10 s interval, "
+                    f"one scrape every {SCRAPE_EVERY:g} s"
+                )
+                result = steady.run_steady(
+                    big_url,
+                    big,
+                    seconds=latency,
+                    log_dir=log_dir,
+                    scrape_every=SCRAPE_EVERY,
+                    check_commands=False,
+                    progress=log,
+                )
+                results["steady_20k"] = asdict(result)
+                log(
+                    f"  scrapes: median {steady.median_ms(result.scrape_latencies):.1f} ms, "
+                    f"p99 {1e3 * steady.percentile(result.scrape_latencies, 0.99):.1f} ms "
+                    f"({len(result.scrape_latencies)} scrapes)"
+                )
+                fixture.refresh()
                 results["render_inprocess"] = [
                     {"label": STEADY.label} | asdict(ours.time_render(server.url))
                 ]
-                big = Fixture(redis.Redis(port=server.port, db=1), RENDER_20K)
-                big.build()
-                big_url = server.url_for_db(1)
+                big.refresh()
                 log(f"render {RENDER_20K.label}: daemon, 1 and 10 concurrent scrapers")
                 render = steady.run_render(big_url, log_dir=log_dir, per_scraper=3 if quick else 5)
                 results["render"] = asdict(render) | {"label": RENDER_20K.label}
                 results["render_inprocess"].append(
                     {"label": RENDER_20K.label} | asdict(ours.time_render(big_url))
                 )
-                log(
-                    f"  steady: CPU {result.cpu_percent:.2f} %, RSS max "
-                    f"{result.rss_kib_max / 1024:.1f} MiB, scrape commands {result.scrape_commands}"
-                )
+            if "memory" not in args.skip:
+                log("memory: imports by library, modules, tracemalloc of a running daemon")
+                fixture.refresh()
+                results["memory"] = {
+                    "label": STEADY.label,
+                    "steps": memory.import_steps(),
+                    "modules": memory.top_modules(),
+                    "heap": memory.heap(server.url, seconds=8.0 if quick else 20.0),
+                }
     finally:
         if baseline_dir is not None:
             shutil.rmtree(baseline_dir, ignore_errors=True)

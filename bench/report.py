@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Any
 
-TARGET_API_LOOPBACK = 20.0
+# The goals docs/performance.md reports against.
+# The API versions the goals compare with. Sidekiq 8's API, when installed, is timed on the
+# same fixture, written in 7.3's layout: shown, not a goal (see API_8_NOTE).
+GOAL_API_VERSIONS = ("6.4.1", "7.3.2")
+TARGET_API_LOOPBACK = 30.0  # both APIs, at each of API_GOAL_FIXTURES
+API_GOAL_FIXTURES = ((1_000, 100, 200), (10_000, 100, 2_000))
+TARGET_API_7_CLASSES = 3.0  # Sidekiq 7's API only (6.4's reads no per-class data)
+API_7_GOAL_FIXTURE = (100, 10, 2_000)
 TARGET_API_DELAY = 100.0
-TARGET_FLOOR = 5.0
-TARGET_CPU_PERCENT = 1.0
-TARGET_RSS_MIB = 60.0
-TARGET_RENDER_MS = 50.0
+DELAY_GOAL_FIXTURES = ((1_000, 10, 10), (1_000, 100, 200))
+TARGET_FLOOR = 5.0  # every loopback fixture
+TARGET_CPU_PERCENT = 1.0  # at a 10 s poll
+TARGET_CPU_PERCENT_1S = 5.0  # at a 1 s poll
+TARGET_RSS_MIB = 50.0
+TARGET_RENDER_MS = 40.0  # in-process, the ~20,000-series fixture
+TARGET_SCRAPE_P99_MS = 10.0  # one scraper every 15 s, ~20,000 series
+# In-process render: the list-valued fields of bench/ours.py's RenderTimes are columns (median
+# ms); these name the known ones, any other is shown under its own name. The goal reads
+# RENDER_GOAL_FIELD (the text exposition the daemon serves).
+RENDER_COLUMNS = {"collect": "collect ms", "render": "prometheus_client ms"}
+RENDER_GOAL_FIELD = "render"
 
 
 def ms(seconds: float | None, digits: int = 1) -> str:
@@ -125,71 +141,134 @@ def _find(
     return None
 
 
+API_8_NOTE = (
+    "Sidekiq 8's API is timed on the same fixtures, written in Sidekiq 7.3's layout: it reads "
+    "the queues, processes and running jobs as 7.3 does, but looks for execution metrics "
+    "under 8.0's new keys (`j|YYMMDD|H:MM`, docs/redis-layout.md), which these fixtures do "
+    "not write, so its `top_jobs` reads no class data here. Its column is shown for "
+    "reference, not compared against a goal."
+)
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile: with 20 values, p99 is the largest."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def _interval(text: str) -> str:
+    """`10s` as prose: `10 s`."""
+    return text[:-1] + " s" if text.endswith("s") and text[:-1].isdigit() else text
+
+
+def _render_fields(entry: dict[str, Any]) -> list[str]:
+    """The timed columns of an in-process render entry, known ones first."""
+    timed = [k for k, v in entry.items() if isinstance(v, list) and v]
+    known = [k for k in RENDER_COLUMNS if k in timed]
+    return known + [k for k in timed if k not in RENDER_COLUMNS]
+
+
+def _render_goal_ms(entry: dict[str, Any]) -> float | None:
+    values = entry.get(RENDER_GOAL_FIELD)
+    return 1e3 * statistics.median(values) if values else None
+
+
+def _api_row(row: dict[str, Any], name: str, target: float, where: str) -> str:
+    ratio = row["methods"][name]["wall"] / row["methods"]["ours"]["wall"]
+    return (
+        f"| ≥ {target:g}× faster than the Sidekiq {name[4:]} API, {where}, "
+        f"{row['fixture']['label']} | {ratio:,.1f}× | {_verdict(ratio >= target)} |"
+    )
+
+
 def _targets(results: dict[str, Any]) -> list[str]:
-    lines = ["| target | measured | |", "|---|---|---|"]
+    lines = ["| goal | measured | |", "|---|---|---|"]
     loop = results.get("loopback", [])
     delay = results.get("delay", {}).get("rows", [])
-    for rows, target, where in (
-        (loop, TARGET_API_LOOPBACK, "loopback"),
-        (delay, TARGET_API_DELAY, "0.5 ms delay each way"),
-    ):
-        for q, p, c in ((1_000, 10, 10), (1_000, 100, 200)):
-            row = _find(rows, q, p, c)
-            if row is None:
-                continue
-            ours = row["methods"]["ours"]["wall"]
-            for name in _api_versions([row]):
-                ratio = row["methods"][name]["wall"] / ours
-                lines.append(
-                    f"| ≥ {target:.0f}× faster than the Sidekiq {name[4:]} API, {where}, "
-                    f"{row['fixture']['label']} | {ratio:,.1f}× | {_verdict(ratio >= target)} |"
-                )
-    for q, p, c in ((1_000, 10, 10), (1_000, 100, 200)):
-        row = _find(loop, q, p, c)
-        if row is not None:
-            ratio = row["methods"]["ours"]["wall"] / row["methods"]["floor"]["wall"]
+    goals: list[tuple[list[dict[str, Any]], tuple[int, int, int], float, str, bool]] = [
+        (loop, spec, TARGET_API_LOOPBACK, "loopback", True) for spec in API_GOAL_FIXTURES
+    ]
+    # Sidekiq 6.4's API reads no per-class data: not a fair comparison at 2,000 classes.
+    goals.append((loop, API_7_GOAL_FIXTURE, TARGET_API_7_CLASSES, "loopback", False))
+    goals += [
+        (delay, spec, TARGET_API_DELAY, "0.5 ms delay each way", True)
+        for spec in DELAY_GOAL_FIXTURES
+    ]
+    for rows, spec, target, where, with_6 in goals:
+        row = _find(rows, *spec)
+        if row is None:
+            continue
+        for name in _api_versions([row]):
+            version = name[4:]
+            if version in GOAL_API_VERSIONS and (with_6 or not version.startswith("6")):
+                lines.append(_api_row(row, name, target, where))
+    if loop:
+        ratios = [
+            (r["methods"]["ours"]["wall"] / r["methods"]["floor"]["wall"], r["fixture"]["label"])
+            for r in loop
+        ]
+        worst, label = max(ratios)
+        over = [lbl for ratio, lbl in ratios if ratio > TARGET_FLOOR]
+        others = [lbl for lbl in over if lbl != label]
+        detail = f"; also above: {'; '.join(others)}" if others else ""
+        lines.append(
+            f"| within {TARGET_FLOOR:g}× of the floor, every loopback fixture | worst {worst:.1f}× "
+            f"({label}){detail} | {_verdict(not over)} |"
+        )
+    inproc = results.get("render_inprocess", [])
+    if inproc:
+        entry = max(inproc, key=lambda e: e["series"])
+        render = _render_goal_ms(entry)
+        if render is not None:
             lines.append(
-                f"| within {TARGET_FLOOR:.0f}× of the floor, {row['fixture']['label']} | "
-                f"{ratio:.1f}× | {_verdict(ratio <= TARGET_FLOOR)} |"
+                f"| `/metrics` render < {TARGET_RENDER_MS:g} ms, {entry['series']:,} series "
+                f"(in-process) | {render:.1f} ms | {_verdict(render < TARGET_RENDER_MS)} |"
             )
+    big = results.get("steady_20k")
+    if big and big["scrape_latencies"]:
+        latencies = big["scrape_latencies"]
+        p99 = 1e3 * percentile(latencies, 0.99)
+        lines.append(
+            f"| scrape p99 < {TARGET_SCRAPE_P99_MS:g} ms, {big['series']:,} series, one scraper "
+            f"every {big['scrape_every']:g} s for {_duration(big['seconds'])} at a "
+            f"{_interval(big['interval'])} poll | {p99:.1f} ms (median "
+            f"{1e3 * statistics.median(latencies):.1f} ms, {len(latencies)} scrapes) | "
+            f"{_verdict(p99 < TARGET_SCRAPE_P99_MS)} |"
+        )
     steady = results.get("steady")
     if steady:
-        cpu = steady["cpu_percent"]
         rss = steady["rss_kib_max"] / 1024
         lines.append(
-            f"| < {TARGET_CPU_PERCENT:g} % of one core, steady state | {cpu:.2f} % | "
-            f"{_verdict(cpu < TARGET_CPU_PERCENT)} |"
+            f"| ≤ {TARGET_RSS_MIB:g} MiB RSS, steady state, {steady['label']} | {rss:.1f} MiB "
+            f"(max; median {steady['rss_kib_median'] / 1024:.1f}) | "
+            f"{_verdict(rss <= TARGET_RSS_MIB)} |"
         )
+    fast = results.get("steady_1s")
+    if fast:
+        cpu = fast["cpu_percent"]
         lines.append(
-            f"| < {TARGET_RSS_MIB:g} MB RSS, steady state | {rss:.1f} MiB (max) | "
-            f"{_verdict(rss * 1.048576 < TARGET_RSS_MIB)} |"
+            f"| < {TARGET_CPU_PERCENT_1S:g} % of one core at a 1 s poll, {fast['label']} | "
+            f"{cpu:.2f} % | {_verdict(cpu < TARGET_CPU_PERCENT_1S)} |"
         )
+    if steady:
+        cpu = steady["cpu_percent"]
         lines.append(
-            f"| 0 Redis commands caused by scrapes | {steady['scrape_commands']} | "
-            f"{_verdict(steady['scrape_commands'] == 0)} |"
+            f"| < {TARGET_CPU_PERCENT:g} % of one core at a 10 s poll, {steady['label']} | "
+            f"{cpu:.2f} % | {_verdict(cpu < TARGET_CPU_PERCENT)} |"
         )
-    for entry in results.get("render_inprocess", []):
-        render = statistics.median(entry["render"])
-        lines.append(
-            f"| `/metrics` render < {TARGET_RENDER_MS:g} ms, {entry['series']:,} series "
-            f"(in-process) | {ms(render)} ms | {_verdict(render * 1e3 < TARGET_RENDER_MS)} |"
-        )
-    render = results.get("render")
-    if render:
-        single = statistics.median(render["single"])
-        lines.append(
-            f"| `/metrics` render < {TARGET_RENDER_MS:g} ms, {render['series']:,} series "
-            f"(HTTP, one scraper) | {ms(single)} ms | {_verdict(single * 1e3 < TARGET_RENDER_MS)} |"
-        )
-        per = render["concurrent"]["wall"] / len(render["concurrent"]["latencies"])
-        lines.append(
-            f"| same, 10 concurrent scrapers (server time per scrape) | {ms(per)} ms | "
-            f"{_verdict(per * 1e3 < TARGET_RENDER_MS)} |"
-        )
+        if steady.get("scrape_commands") is not None:
+            lines.append(
+                f"| 0 Redis commands caused by scrapes | {steady['scrape_commands']} | "
+                f"{_verdict(steady['scrape_commands'] == 0)} |"
+            )
     return lines
 
 
@@ -204,17 +283,22 @@ def markdown(results: dict[str, Any]) -> str:
         "file. -->",
         "",
         f"Generated by `{results['command']}` on {started} ({results['mode']} run, "
-        f"{minutes:.0f} min). Regenerate with `.venv/bin/python -m bench` (full, ~13 min) or "
-        "`--quick` (~3 min). The benchmark is not part of CI.",
+        f"{minutes:.0f} min). Regenerate with `.venv/bin/python -m bench` (full, ~22 min) or "
+        "`--quick` (~5 min). The benchmark is not part of CI.",
         "",
         "The exporter polls Sidekiq's Redis on its own clock in a constant number of pipelined "
         "round trips and serves the latest snapshot, so a scrape costs Redis nothing. This page "
         "measures how cheap a poll is next to Sidekiq's own Ruby API (what a Ruby exporter "
         "does per scrape) and next to the floor (the same commands on a raw socket).",
         "",
-        "## Targets",
+        "## Goals",
         "",
         *_targets(results),
+        "",
+        "At 100 q / 10 p / 2,000 c the goal is against Sidekiq 7.3's API only: Sidekiq 6.4's "
+        "API reads no per-class data at all (6.4 keeps no execution metrics), so next to our "
+        "poll, which reads 2,000 classes' counts and histograms for 3 minutes, it does a "
+        "fraction of the work; its column is shown in the tables, not counted as a goal.",
         "",
     ]
     loop = results.get("loopback")
@@ -228,7 +312,9 @@ def markdown(results: dict[str, Any]) -> str:
             "`hiredis.Reader`; *API* is Sidekiq's Ruby API timed inside Ruby (round trips "
             "counted by a redis-client middleware, 7.x only); *ratios* are API ÷ ours and "
             "ours ÷ floor. *before* is our poll at commit "
-            f"`{results.get('baseline_ref') or '–'}`, before the work of issue 7.",
+            f"`{results.get('baseline_ref') or '–'}`, before the performance work began. At "
+            "1,000 processes the API takes seconds per scrape: it is timed in one round, one "
+            "scrape after a warm-up.",
             "",
             *_poll_table(loop, before=any("before" in r["methods"] for r in loop)),
             "",
@@ -237,11 +323,13 @@ def markdown(results: dict[str, Any]) -> str:
             "Where the API comes close, or is faster, it does less: Sidekiq 6.4 keeps no "
             "execution metrics, so its API reads none; 7.x's `top_jobs` reads the 3 minute "
             "hashes but no histograms. We also read every class's histogram for each of the 3 "
-            "minutes (`BITFIELD_RO` with 26 `GET u16` each: 6,000 of them at 2,000 classes, "
-            "most of Redis's time in our poll, see the floor column), decode every running "
+            "minutes (one plain `GET` of the 52-byte string each, its 26 big-endian u16 "
+            "buckets decoded in Python: 6,000 of them at 2,000 classes), decode every running "
             "job's payload and the lowest scores of `schedule` and `retry`.",
             "",
         ]
+        if any(name.startswith("api 8") for name in _api_versions(loop)):
+            out += [API_8_NOTE, ""]
     delay = results.get("delay")
     if delay and delay.get("rows"):
         out += [
@@ -253,63 +341,35 @@ def markdown(results: dict[str, Any]) -> str:
             "process; it adds its own forwarding cost: a `PING` takes "
             f"{ms(delay['ping_rtt_via_proxy'], 2)} ms through it "
             f"({ms(delay['ping_rtt_direct'], 3)} ms direct). The API was timed in one round "
-            "(at 10,000 queues once, on the newest version only: ~20,000 sequential round "
-            "trips).",
+            "(at 10,000 queues once, on Sidekiq 7.3's API only: ~20,000 sequential round trips).",
             "",
             *_poll_table(delay["rows"], before=False),
             "",
         ]
-    steady = results.get("steady")
-    if steady:
-        burst = steady["burst"]
-        out += [
-            "## Steady state",
-            "",
-            f"The daemon (`python -m exporter`, defaults, `--poll.interval {steady['interval']}`) "
-            f"on the 1,000-queue / 100-process / 200-class fixture for {steady['seconds']:.0f} s, "
-            "while a simulated Sidekiq re-beats all processes every 10 s and one scraper fetches "
-            "`/metrics` (gzip, as Prometheus asks) every 15 s. From `/proc/<pid>`:",
-            "",
-            "| measure | value |",
-            "|---|---|",
-            f"| CPU, % of one core | {steady['cpu_percent']:.2f} % |",
-            f"| RSS max / at the end / high-water mark | {steady['rss_kib_max'] / 1024:.1f} / "
-            f"{steady['rss_kib_end'] / 1024:.1f} / {steady['hwm_kib'] / 1024:.1f} MiB |",
-            f"| RSS of a Python that only imported the daemon's modules | "
-            f"{steady.get('import_rss_kib', 0) / 1024:.1f} MiB |",
-            f"| polls, round trips per poll, last poll duration | {steady['polls']:.0f}, "
-            f"{steady['round_trips']:.0f}, {ms(steady['poll_duration'])} ms |",
-            f"| series, `/metrics` size | {steady['series']:,}, "
-            f"{steady['body_bytes'] / 1e6:.2f} MB |",
-            f"| scrape latency, one scraper (median of {len(steady['scrape_latencies'])}) | "
-            f"{ms(statistics.median(steady['scrape_latencies']))} ms |",
-            f"| 10 concurrent scrapers × {len(burst['latencies']) // 10}: latency median / "
-            f"max, server time per scrape | {ms(statistics.median(burst['latencies']))} / "
-            f"{ms(max(burst['latencies']))} ms, {ms(burst['wall'] / len(burst['latencies']))} ms |",
-            f"| Redis commands caused by those {len(burst['latencies']) + 2} scrapes "
-            f"(`INFO commandstats`, between two polls) | {steady['scrape_commands']} |",
-            "",
-        ]
+    out += _steady_section(results)
+    out += _memory_section(results)
     render = results.get("render")
     inproc = results.get("render_inprocess", [])
     if render or inproc:
         out += ["## `/metrics` render", ""]
         if inproc:
+            fields = _render_fields(inproc[-1])
             out += [
                 "In-process: `SidekiqCollector.collect` alone and `generate_latest` (collect + "
-                "text format, what the handler runs), on one real snapshot, medians of 10. "
-                "The difference between the two columns is prometheus_client's text "
-                "exposition (per sample: label-name validation and escaping, float "
-                "formatting), most of the render time.",
+                "text format, with prometheus_client), and any other renderer `bench/ours.py` "
+                "times, on one real snapshot, medians of 10.",
                 "",
-                "| fixture | series | bytes | collect ms | render ms |",
-                "|---|---|---|---|---|",
+                "| fixture | series | bytes | "
+                + " | ".join(RENDER_COLUMNS.get(f, f"{f.replace('_', ' ')} ms") for f in fields)
+                + " |",
+                "|---|---|---|" + "---|" * len(fields),
             ]
             for entry in inproc:
+                cells = [ms(statistics.median(entry[f])) if entry.get(f) else "–" for f in fields]
                 out.append(
                     f"| {entry['label']} | {entry['series']:,} | {entry['body_bytes']:,} | "
-                    f"{ms(statistics.median(entry['collect']))} | "
-                    f"{ms(statistics.median(entry['render']))} |"
+                    + " | ".join(cells)
+                    + " |"
                 )
             out.append("")
         if render:
@@ -361,8 +421,21 @@ def markdown(results: dict[str, Any]) -> str:
         "`hiredis.Reader` (no decoding, no model, no asyncio).",
         "- **Rounds**: each fixture is measured in rounds (ours, floor, API, …, again) so load "
         "from elsewhere hits all columns alike.",
-        "- **Steady state** (`bench/steady.py`): CPU from `utime + stime` in `/proc/<pid>/stat` "
-        "over the window after a 15 s warm-up, RSS sampled every 5 s from `/proc/<pid>/status`.",
+        "- **Steady state** (`bench/steady.py`): the daemon as installed (`python -m exporter`, "
+        "bytecode cached as pip and the container image leave it; compiling from source at "
+        "every start leaves ~1.7 MiB more resident). CPU from `utime + stime` in "
+        "`/proc/<pid>/stat` over the window after a warm-up (15 s; 10 s at a 1 s poll), RSS "
+        "sampled every 5 s from `/proc/<pid>/status`; one scraper (gzip) every 15 s throughout.",
+        "- **Scrape latency** (`bench/steady.py`): client-side, from the request to the last "
+        "byte, one scraper every 15 s, Prometheus's usual interval, for 5 minutes: 20 scrapes. "
+        "The cadence is kept rather than scraping more often, since a scrape's cost depends on "
+        "where it falls between polls; p99 is the nearest-rank percentile, which with 20 "
+        "samples is the slowest scrape (an upper bound of p99).",
+        "- **Memory** (`bench/memory.py`): each breakdown in a fresh interpreter with the "
+        "daemon's environment. Imports: RSS after each library in the order the daemon loads "
+        "them; modules: RSS growth while each module's own code ran (its imports excluded); "
+        "heap: `tracemalloc` (1 frame) started after the imports in a daemon run in-process "
+        "(`cli.serve`, 2 s polls, a gzip scrape every 2 s).",
         "",
         "## Machine and noise",
         "",
@@ -386,3 +459,113 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _steady_section(results: dict[str, Any]) -> list[str]:
+    steady = results.get("steady")
+    if not steady:
+        return []
+    out = [
+        "## Steady state",
+        "",
+        f"The daemon (`python -m exporter`, defaults, `--poll.interval {steady['interval']}`) "
+        f"on the {steady['label']} fixture for {steady['seconds']:.0f} s, while a simulated "
+        "Sidekiq re-beats all processes every 10 s and one scraper fetches `/metrics` (gzip, "
+        f"as Prometheus asks) every {steady['scrape_every']:g} s. From `/proc/<pid>`:",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| CPU, % of one core | {steady['cpu_percent']:.2f} % |",
+        f"| RSS max / median / at the end / high-water mark | "
+        f"{steady['rss_kib_max'] / 1024:.1f} / {steady['rss_kib_median'] / 1024:.1f} / "
+        f"{steady['rss_kib_end'] / 1024:.1f} / {steady['hwm_kib'] / 1024:.1f} MiB |",
+        f"| RSS of a Python that only imported the daemon's modules | "
+        f"{steady.get('import_rss_kib', 0) / 1024:.1f} MiB |",
+        f"| polls, round trips per poll, last poll duration | {steady['polls']:.0f}, "
+        f"{steady['round_trips'] or 0:.0f}, {ms(steady['poll_duration'])} ms |",
+        f"| series, `/metrics` size | {steady['series']:,}, {steady['body_bytes'] / 1e6:.2f} MB |",
+        f"| scrape latency, one scraper (median of {len(steady['scrape_latencies'])}) | "
+        f"{ms(statistics.median(steady['scrape_latencies']))} ms |",
+    ]
+    burst = steady.get("burst")
+    if burst:
+        out += [
+            f"| 10 concurrent scrapers × {len(burst['latencies']) // 10}: latency median / "
+            f"max, server time per scrape | {ms(statistics.median(burst['latencies']))} / "
+            f"{ms(max(burst['latencies']))} ms, {ms(burst['wall'] / len(burst['latencies']))} ms |",
+            f"| Redis commands caused by those {len(burst['latencies']) + 2} scrapes "
+            f"(`INFO commandstats`, between two polls) | {steady['scrape_commands']} |",
+        ]
+    out.append("")
+    runs = [r for r in (steady, results.get("steady_1s"), results.get("steady_20k")) if r]
+    out += [
+        "CPU and RSS of each steady-state run (the same measure, other poll intervals and "
+        "fixtures), and the latency of the one scraper:",
+        "",
+        "| fixture | poll | window | CPU, % of one core | RSS max / median MiB | polls "
+        "| series | scrapes | scrape median / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        latencies = run["scrape_latencies"]
+        out.append(
+            f"| {run['label']} | {_interval(run['interval'])} | {run['seconds']:.0f} s | "
+            f"{run['cpu_percent']:.2f} % | {run['rss_kib_max'] / 1024:.1f} / "
+            f"{run['rss_kib_median'] / 1024:.1f} | {run['polls']:.0f} | {run['series']:,} | "
+            f"{len(latencies)} | {ms(statistics.median(latencies)) if latencies else '–'} / "
+            f"{ms(percentile(latencies, 0.99)) if latencies else '–'} |"
+        )
+    out += [
+        "",
+        "Polls counts all successful polls since the daemon started (warm-up included). "
+        "p99 is nearest-rank: over 20 scrapes it is the slowest one.",
+        "",
+    ]
+    return out
+
+
+def _memory_section(results: dict[str, Any]) -> list[str]:
+    memory = results.get("memory")
+    if not memory:
+        return []
+    steps = memory["steps"]
+    out = [
+        "## Memory",
+        "",
+        "Where the resident memory goes (`bench/memory.py`). RSS after each library, in the "
+        "order the daemon imports them (each step adds what the earlier ones did not load):",
+        "",
+        "| import | RSS after, MiB | added, MiB |",
+        "|---|---|---|",
+    ]
+    previous = None
+    for name, kib in steps:
+        added = "–" if previous is None else f"{(kib - previous) / 1024:+.1f}"
+        shown = "the interpreter alone" if previous is None else f"`{name}`"
+        out.append(f"| {shown} | {kib / 1024:.1f} | {added} |")
+        previous = kib
+    out += [
+        "",
+        "The modules whose own code added the most RSS while it ran (what they import is "
+        "counted under those modules): "
+        + ", ".join(f"`{m['module']}` {m['kib'] / 1024:.1f} MiB" for m in memory["modules"])
+        + ".",
+        "",
+    ]
+    heap = memory.get("heap")
+    if heap:
+        out += [
+            f"The Python heap of the daemon at work on the {memory['label']} fixture "
+            f"(`tracemalloc`, started after the imports, {heap['seconds']:.0f} s of 2 s polls "
+            f"and scrapes): {heap['alive_kib'] / 1024:.1f} MiB alive between polls, "
+            f"{heap['peak_kib'] / 1024:.1f} MiB at the peak (during a poll or a render). The "
+            "rest of the steady state's RSS above the imports is freed memory the allocators "
+            "keep (Python's arenas and glibc's per-thread heaps hold on to pages after a peak). "
+            "Largest allocation sites alive:",
+            "",
+            "| where | KiB | blocks |",
+            "|---|---|---|",
+            *(f"| `{t['where']}` | {t['kib']:,.0f} | {t['count']:,} |" for t in heap["top"]),
+            "",
+        ]
+    return out

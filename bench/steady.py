@@ -3,7 +3,7 @@
 - CPU % of one core and RSS of the daemon process, from `/proc/<pid>/stat` and `/status`,
   while a simulated Sidekiq keeps beating (process hashes every 10 s, metric minutes) and one
   Prometheus-like scraper fetches `/metrics` every 15 s;
-- `/metrics` latency for one scraper and for 10 concurrent scrapers;
+- `/metrics` latency of that scraper (median and p99), and of 10 concurrent scrapers;
 - Redis commands caused by scrapes: `INFO commandstats` before and after a burst of scrapes
   that falls between two polls (retried if a poll lands inside it), minus the `INFO` calls.
 """
@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import http.client
+import math
 import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +51,27 @@ def _status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def daemon_env() -> dict[str, str]:
+    """The daemon's environment: bytecode cached (in a directory of the benchmark's own), as
+    an installed package has it (pip and the container image compile it at install time).
+    Without it every start compiles the package from source, which leaves ~1.7 MiB more
+    resident and is not how the exporter runs."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(_PYCACHE)
+    return env
+
+
+_PYCACHE = Path(tempfile.gettempdir()) / "sidekiq-exporter-bench-pycache"
+
+
+def precompile() -> None:
+    """Write the bytecode `daemon_env` uses (imports the daemon's modules once)."""
+    subprocess.run(
+        [sys.executable, "-c", "import exporter.cli"], env=daemon_env(), check=True, timeout=120
+    )
+
+
 class Daemon:
     """`python -m exporter` on a free loopback port, against `url`."""
 
@@ -76,6 +99,7 @@ class Daemon:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=daemon_env(),
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -188,10 +212,13 @@ def scrape_caused_commands(
 
 @dataclass
 class SteadyResult:
+    label: str
     seconds: float
     interval: str
+    scrape_every: float
     cpu_percent: float
     rss_kib_max: int
+    rss_kib_median: int
     rss_kib_end: int
     hwm_kib: int
     polls: float
@@ -200,8 +227,8 @@ class SteadyResult:
     series: int
     body_bytes: int
     scrape_latencies: list[float]
-    burst: Burst
-    scrape_commands: int
+    burst: Burst | None  # 10 concurrent scrapers between two polls (with `check_commands`)
+    scrape_commands: int | None
     rss_samples: list[tuple[float, int]] = field(default_factory=list)
 
 
@@ -211,11 +238,15 @@ def run_steady(
     *,
     seconds: float,
     log_dir: Path,
+    interval: str = "10s",
     warmup: float = 15.0,
     scrape_every: float = 15.0,
+    check_commands: bool = True,
     progress: Callable[[str], None] = print,
 ) -> SteadyResult:
-    """The daemon at a 10 s interval on `fixture` for `seconds`, with a simulated Sidekiq."""
+    """The daemon at `interval` on `fixture` for `seconds`, with a simulated Sidekiq and one
+    scraper every `scrape_every` s; then (`check_commands`) the Redis commands of a burst of
+    scrapes between two polls."""
     stop = threading.Event()
     pause = threading.Event()
 
@@ -226,7 +257,9 @@ def run_steady(
 
     simulator = threading.Thread(target=sidekiq, daemon=True)
     fixture.refresh(beat_after=0)
-    daemon = Daemon(url, log_dir / "exporter-steady.log")
+    daemon = Daemon(
+        url, log_dir / f"exporter-steady-{fixture.spec.slug}-{interval}.log", interval=interval
+    )
     client = redis.Redis.from_url(url)
     latencies: list[float] = []
     rss: list[tuple[float, int]] = []
@@ -247,15 +280,21 @@ def run_steady(
         rss.append((wall1 - wall0, _status_kib(daemon.pid, "VmRSS")))
         hwm = _status_kib(daemon.pid, "VmHWM")
         _, body = daemon.get()
-        pause.set()
-        time.sleep(0.5)  # let a heartbeat in flight finish
-        commands, concurrent = scrape_caused_commands(daemon, client)
-        pause.clear()
+        commands: int | None = None
+        concurrent: Burst | None = None
+        if check_commands:
+            pause.set()
+            time.sleep(0.5)  # let a heartbeat in flight finish
+            commands, concurrent = scrape_caused_commands(daemon, client)
+            pause.clear()
         return SteadyResult(
+            label=fixture.spec.label,
             seconds=wall1 - wall0,
-            interval="10s",
+            interval=interval,
+            scrape_every=scrape_every,
             cpu_percent=100.0 * (cpu1 - cpu0) / (wall1 - wall0),
             rss_kib_max=max(kib for _, kib in rss),
+            rss_kib_median=int(statistics.median(kib for _, kib in rss)),
             rss_kib_end=rss[-1][1],
             hwm_kib=hwm,
             polls=polls_done(body),
@@ -317,6 +356,12 @@ def import_rss_kib() -> int:
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')][0])"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=daemon_env()
     )
     return int(result.stdout.strip())
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile: with 20 values, p99 is the largest."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]

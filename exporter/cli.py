@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -46,13 +46,17 @@ from exporter.sidekiq.reader import Reader
 from exporter.sla import SlaResolver
 from exporter.store import Store
 from exporter.web.app import create_app
-from exporter.web.config import ServedWebConfig, WebConfig, load_web_config
 from exporter.web.server import (
     ConnectionLimits,
     HttpCounters,
     LimitedSite,
     check_descriptor_limit,
 )
+
+if TYPE_CHECKING:
+    # Imported only when --web.config.file is given (load_web_config below): TLS contexts,
+    # basic auth, bcrypt and YAML are memory a daemon without the file does not need.
+    from exporter.web.config import ServedWebConfig, WebConfig
 
 log = get_logger(__name__)
 
@@ -101,6 +105,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Ctrl-C before our signal handlers were installed: still a requested stop.
         return EXIT_OK
     return EXIT_OK
+
+
+def load_web_config(path: str | None) -> WebConfig | None:
+    """The web config file, parsed and checked (web/config.py); None without one."""
+    if path is None:
+        return None
+    from exporter.web import config
+
+    return config.load_web_config(path)
+
+
+def _served(web_config: WebConfig | None, counters: HttpCounters) -> ServedWebConfig | None:
+    """What serves the web config's TLS context and guard; None without one."""
+    if web_config is None:
+        return None
+    from exporter.web.config import ServedWebConfig
+
+    return ServedWebConfig(web_config, counters)
 
 
 def _fail(message: str) -> int:
@@ -247,7 +269,7 @@ async def serve(
                 web_config = load_web_config(settings.web_config_file)
             except ConfigError as exc:
                 raise StartupError(str(exc)) from None
-        served = ServedWebConfig(web_config, counters) if web_config else None
+        served = _served(web_config, counters)
         app = create_app(
             settings,
             registry,

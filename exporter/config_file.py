@@ -5,11 +5,16 @@ flag, variable or file becomes. Knows no key's meaning.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
+
+# PyYAML is imported when a file is read, not with this module: a daemon started without
+# --config.file or --web.config.file never loads it (less memory).
 
 
 class ConfigError(Exception):
@@ -54,6 +59,8 @@ class YamlSyntaxError(ConfigError):
 
 def load_yaml(text: str | bytes) -> object:
     """YAML as PyYAML's safe loader reads it (YAML 1.1 types: numbers, booleans, null)."""
+    import yaml
+
     return _load(text, yaml.SafeLoader)
 
 
@@ -64,10 +71,12 @@ def load_yaml_as_go(text: str | bytes) -> object:
     key), only null and `<<` merge keys are resolved, and a key given twice in one mapping is
     an error.
     """
-    return _load(text, _GoLoader)
+    return _load(text, _go_loader())
 
 
 def _load(text: str | bytes, loader: type[yaml.SafeLoader]) -> object:
+    import yaml
+
     try:
         return yaml.load(text, Loader=loader)  # a SafeLoader (subclass): no arbitrary objects
     except yaml.MarkedYAMLError as exc:
@@ -78,26 +87,36 @@ def _load(text: str | bytes, loader: type[yaml.SafeLoader]) -> object:
         raise YamlSyntaxError(None, " ".join(str(exc).split())) from None
 
 
-class _GoLoader(yaml.SafeLoader):
-    """The loader of `load_yaml_as_go`."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key_node.value!r} given twice", key_node.start_mark
-                    )
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
-
-
 _KEPT_RESOLVERS: Final = ("tag:yaml.org,2002:null", "tag:yaml.org,2002:merge")
-_GoLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag in _KEPT_RESOLVERS]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+
+
+@functools.cache
+def _go_loader() -> type[yaml.SafeLoader]:
+    """The loader of `load_yaml_as_go` (built once, on first use)."""
+    import yaml
+
+    class GoLoader(yaml.SafeLoader):
+        def construct_mapping(
+            self, node: yaml.MappingNode, deep: bool = False
+        ) -> dict[Hashable, Any]:
+            seen: set[str] = set()
+            for key_node, _ in node.value:
+                if (
+                    isinstance(key_node, yaml.ScalarNode)
+                    and key_node.tag != "tag:yaml.org,2002:merge"
+                ):
+                    if key_node.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key_node.value!r} given twice", key_node.start_mark
+                        )
+                    seen.add(key_node.value)
+            return super().construct_mapping(node, deep)
+
+    GoLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag in _KEPT_RESOLVERS]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    return GoLoader
 
 
 # --------------------------------------------------------------------------- typed values

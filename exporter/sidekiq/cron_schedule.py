@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Final
-from zoneinfo import ZoneInfo
 
-from cronsim import CronSim, CronSimError
+# cronsim and zoneinfo are imported where a cron line is read: a daemon whose Redis has no
+# sidekiq-cron jobs never loads them (less memory).
 
 # Skip reason (`sidekiq_exporter_skipped_items_total{reason}`): an enabled job's cron line that
 # cannot be evaluated; the job is exported without its next tick and overdue time.
@@ -51,6 +51,8 @@ class CronSchedule:
     def next_after(self, timestamp: float) -> float | None:
         """Epoch seconds of the first tick strictly after `timestamp`; None if the line has
         none within 50 years (cronsim's horizon)."""
+        from cronsim import CronSim, CronSimError
+
         start = datetime.fromtimestamp(timestamp, self.zone)
         try:
             return next(CronSim(self.fields, start)).timestamp()
@@ -60,6 +62,8 @@ class CronSchedule:
 
 def parse_cron_line(line: str) -> CronSchedule | None:
     """The schedule of a sidekiq-cron `cron` field, or None when it cannot be evaluated."""
+    from cronsim import CronSim, CronSimError
+
     tokens = line.split()
     if tokens and tokens[0] in NICKNAMES:
         tokens = NICKNAMES[tokens[0]].split() + tokens[1:]
@@ -87,6 +91,8 @@ def _zone(token: str) -> tzinfo | None:
         return timezone(-delta if sign == "-" else delta)
     if not _ZONE_NAME.fullmatch(token):
         return None
+    from zoneinfo import ZoneInfo
+
     try:
         return ZoneInfo(token)
     except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError

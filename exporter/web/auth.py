@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import bcrypt
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
@@ -310,6 +309,9 @@ def _basic_credentials(header: str) -> tuple[bytes, bytes] | None:
 
 
 def _bcrypt_matches(password: bytes, hashed: bytes) -> bool:
+    # Imported at the first check: a web config without basic_auth_users never loads bcrypt.
+    import bcrypt
+
     try:
         return bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], hashed)
     except ValueError:
