@@ -495,7 +495,7 @@ QUEUES = Dashboard(
                 QUEUE_UTILISATION_PANEL,
                 Panel(
                     "Processes serving the queue",
-                    "Live processes that fetch from each queue (quiet or stopping ones do not count).",
+                    "Live processes that fetch from each queue (quiet or stopping ones do not).",
                     "short",
                     (
                         Query(
