@@ -16,7 +16,7 @@ from exporter.collector import SidekiqCollector
 from exporter.connection import create_redis_client
 from exporter.derive import DeriveConfig, Deriver
 from exporter.model import Sample, Snapshot
-from exporter.resp import Command
+from exporter.resp import Command, ReadBudget
 from exporter.sidekiq import reader as reader_module
 from exporter.sidekiq.reader import Reader
 from exporter.store import Store, TargetStatus
@@ -89,10 +89,13 @@ async def _capture(url: str) -> list[list[Command]]:
     original = reader_module.round_trip
 
     async def recording(
-        client: object, commands: Sequence[Command], packed: bytes | None = None
+        client: object,
+        commands: Sequence[Command],
+        packed: bytes | None = None,
+        budget: ReadBudget | None = None,
     ) -> list[object]:
         batches.append(list(commands))
-        return await original(client, commands, packed)  # type: ignore[arg-type]
+        return await original(client, commands, packed, budget)  # type: ignore[arg-type]
 
     client = create_redis_client(target(url), timeout=60.0)
     try:

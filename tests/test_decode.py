@@ -225,12 +225,11 @@ def test_metrics_fields_by_class_and_malformed_count() -> None:
     assert malformed == 3
 
 
-def test_histogram_get_and_bitfield_agree() -> None:
+def test_histogram_bytes_are_big_endian_u16s() -> None:
     counts = [index * 7 % 65536 for index in range(HISTOGRAM_BUCKETS)]
     counts[3] = 65535
     raw = b"".join(c.to_bytes(2, "big") for c in counts)
     assert decode.decode_histogram_bytes(raw) == tuple(counts)
-    assert decode.decode_histogram_bitfield(counts) == tuple(counts)
 
 
 def test_histogram_short_string_pads_with_zero() -> None:
@@ -240,8 +239,6 @@ def test_histogram_short_string_pads_with_zero() -> None:
 
 def test_histogram_malformed() -> None:
     assert decode.decode_histogram_bytes(b"x" * 1000) == Skip(decode.INVALID_METRIC)
-    assert decode.decode_histogram_bitfield([1, 2]) == Skip(decode.INVALID_METRIC)
-    assert decode.decode_histogram_bitfield(["a"] * 26) == Skip(decode.INVALID_METRIC)
 
 
 # --- whole replies: each reader section's slice ----------------------------------------------
@@ -333,15 +330,13 @@ def test_skipped_keys_are_kept_for_the_first_few_items_only() -> None:
     assert len(skipped.examples) == decode.MAX_SKIPPED_KEYS
 
 
-def test_histogram_reply_unreadable_is_none_and_bitfield_refusal_is_recognised() -> None:
+def test_histogram_reply_unreadable_is_none() -> None:
     skipped = decode.Skipped()
-    assert decode.histogram(ResponseError("ERR x"), False, skipped) is None
-    assert decode.histogram([1] * HISTOGRAM_BUCKETS, False, skipped) == (1,) * HISTOGRAM_BUCKETS
-    assert decode.histogram(None, True, skipped) == (0,) * HISTOGRAM_BUCKETS  # GET of no key
-    assert decode.bitfield_ro_refused([ResponseError("ERR unknown command 'BITFIELD_RO'")])
-    assert decode.bitfield_ro_refused([ResponseError("NOPERM this user has no permissions")])
-    assert not decode.bitfield_ro_refused([ResponseError("WRONGTYPE x")])
-    assert skipped == {decode.COMMAND_ERROR: 1}
+    assert decode.histogram(ResponseError("ERR x"), skipped) is None
+    assert decode.histogram(b"\x00\x01" * HISTOGRAM_BUCKETS, skipped) == (1,) * HISTOGRAM_BUCKETS
+    assert decode.histogram(None, skipped) == (0,) * HISTOGRAM_BUCKETS  # GET of no key
+    assert decode.histogram(b"x" * 1000, skipped, "h") is None
+    assert skipped == {decode.COMMAND_ERROR: 1, decode.INVALID_METRIC: 1}
 
 
 # --- sidekiq-cron -------------------------------------------------------------------------------

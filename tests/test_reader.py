@@ -139,8 +139,7 @@ async def test_reads_every_generation(
         assert hard.histogram[5] == 5
         assert sum(hard.histogram) == 35
     assert sample.skipped == {}
-    # 2, plus a one-off GET fallback for histograms: fakeredis has no BITFIELD_RO.
-    assert sample.round_trips == (2 if version == V6_4_1 else 3)
+    assert sample.round_trips == 2
 
 
 async def test_round_trips_do_not_grow_with_queues_processes_or_jobs(
@@ -149,7 +148,6 @@ async def test_round_trips_do_not_grow_with_queues_processes_or_jobs(
     writer = SidekiqWriter(sync_client, V7)
     now = redis_now(sync_client)
     reader = Reader()
-    reader.histograms_by_get = True  # fakeredis lacks BITFIELD_RO; keep the count honest
 
     async def read() -> Sample:
         return await reader.read(client, now)
@@ -289,7 +287,6 @@ async def test_unreadable_histogram_is_none_and_counts_are_kept(
     writer.metrics(minute_of(now), "A", executions=4, milliseconds=40)
     sync_client.lpush(writer.keys.histogram_v7("A", minute_of(now)), "not a string")
     reader = Reader()
-    reader.histograms_by_get = True  # fakeredis lacks BITFIELD_RO
     sample = await reader.read(client, now)
     (minute,) = sample.metrics_minutes
     (a,) = minute.classes
@@ -305,7 +302,6 @@ async def test_metrics_window_widens_after_a_gap_between_reads(
     twenty_minutes_ago = minute_of(now - 20 * 60)
     writer.metrics(twenty_minutes_ago, "A", executions=3)
     reader = Reader(metrics_window_minutes=3)
-    reader.histograms_by_get = True  # fakeredis lacks BITFIELD_RO
     assert (await reader.read(client, now, since=now - 10)).metrics_minutes == ()
     after_gap = await reader.read(client, now, since=now - 30 * 60)
     assert [m.minute_start for m in after_gap.metrics_minutes] == [

@@ -338,18 +338,7 @@ def class_minute(
 
 
 EMPTY_HISTOGRAM: tuple[int, ...] = (0,) * HISTOGRAM_BUCKETS
-_INT_TYPES = frozenset({int, bool})  # what `isinstance(v, int)` accepts from a Redis reply
 _BIG_ENDIAN_U16S = struct.Struct(f">{HISTOGRAM_BUCKETS}H")
-
-
-def decode_histogram_bitfield(reply: object) -> tuple[int, ...] | Skip:
-    """`BITFIELD_RO key GET u16 #0 … GET u16 #25` → 26 counts, fastest bucket first."""
-    if not isinstance(reply, list) or len(reply) != HISTOGRAM_BUCKETS:
-        return Skip(INVALID_METRIC)
-    # Type check in C (`map`), not a generator: 600 histograms a poll on the 200-class fixture.
-    if not _INT_TYPES.issuperset(map(type, reply)) or min(reply) < 0:
-        return Skip(INVALID_METRIC)
-    return tuple(reply)
 
 
 def decode_histogram_bytes(raw: bytes | None) -> tuple[int, ...] | Skip:
@@ -665,31 +654,17 @@ def metrics_hash(reply: object, skipped: Skipped, key: str = "") -> dict[str, li
     return by_class
 
 
-def histogram(
-    reply: object, by_get: bool, skipped: Skipped, key: str = ""
-) -> tuple[int, ...] | None:
-    """One histogram, read by `BITFIELD_RO` or (`by_get`) by `GET`; None if unreadable."""
+def histogram(reply: object, skipped: Skipped, key: str = "") -> tuple[int, ...] | None:
+    """One histogram, read by `GET`; None if unreadable."""
     # None, not zeros, for an unreadable histogram: zeros would make derive see the minute
     # shrink and then count it all again at the next good read.
     if skipped.error(reply, key):
         return None
-    if by_get:
-        result = decode_histogram_bytes(reply if isinstance(reply, bytes) else None)
-    else:
-        result = decode_histogram_bitfield(reply)
+    result = decode_histogram_bytes(reply if isinstance(reply, bytes) else None)
     if isinstance(result, Skip):
         skipped.skip(result, key)
         return None
     return result
-
-
-def bitfield_ro_refused(replies: Sequence[object]) -> bool:
-    """True when the server does not know BITFIELD_RO (Redis < 6.0) or the ACL forbids it."""
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            message = str(reply).lower()
-            return "unknown command" in message or "noperm" in message or "permission" in message
-    return False
 
 
 def text_reply(reply: object, skipped: Skipped, key: str = "") -> str | None:

@@ -14,7 +14,6 @@ from redis.asyncio import Redis
 
 from exporter.cardinality import LABEL_TOO_LONG, CronJobSelector, QueueSelector, label_fits
 from exporter.model import (
-    HISTOGRAM_BUCKETS,
     CronJobSample,
     MetricsMinute,
     ProcessSample,
@@ -23,7 +22,7 @@ from exporter.model import (
     Sample,
     ScheduledSetSample,
 )
-from exporter.resp import Command, Framed, PackCache, ReadBudget, round_trip
+from exporter.resp import Command, PackCache, ReadBudget, round_trip
 from exporter.sidekiq import decode
 from exporter.sidekiq.cron_namespaces import SCAN_PAGE_KEYS, CronNamespaces
 from exporter.sidekiq.keys import KeyNames
@@ -34,10 +33,6 @@ PROCESS_FIELDS = ("info", "concurrency", "busy", "beat", "quiet", "rss", "rtt_us
 # Fields read from every sidekiq-cron job hash, in this order (§9); never `args` or `message`,
 # which can be large.
 CRON_JOB_FIELDS = ("status", "cron", "last_enqueue_time")
-# `GET u16 #0 … GET u16 #25`: 78 arguments per histogram, the same for every class and minute.
-_HISTOGRAM_BITFIELD_ARGS = Framed.of(
-    [arg for index in range(HISTOGRAM_BUCKETS) for arg in ("GET", "u16", f"#{index}")]
-)
 
 
 class _Plan:
@@ -108,7 +103,7 @@ class _First:
 
 @dataclass(frozen=True, slots=True)
 class _Second:
-    """What round trip 2 (and a one-off histogram fallback) told, limits applied."""
+    """What round trip 2 told, limits applied."""
 
     schedule_overdue: int
     retry_overdue: int
@@ -121,9 +116,8 @@ class _Second:
 
 
 class Reader:
-    """Reads Samples from one Sidekiq Redis; keeps no state between polls but what it learned
-    of the server's commands (whether `BITFIELD_RO` is available), the queue selector's, the
-    cron job selector's and the sidekiq-cron namespace scan's."""
+    """Reads Samples from one Sidekiq Redis; keeps no state between polls but the queue
+    selector's, the cron job selector's and the sidekiq-cron namespace scan's."""
 
     def __init__(
         self,
@@ -154,8 +148,6 @@ class Reader:
         self.collect_cron = collect_cron
         self.cron_jobs = cron_jobs if cron_jobs is not None else CronJobSelector()
         self.cron_namespaces = cron_namespaces if cron_namespaces is not None else CronNamespaces()
-        # BITFIELD_RO needs Redis 6.0 and an ACL grant; without it the same bytes come by GET.
-        self.histograms_by_get = False
         self._packs = PackCache()  # a cache of request bytes, not of data
 
     async def read(self, client: Redis, now_hint: float, since: float | None = None) -> Sample:
@@ -381,7 +373,9 @@ class Reader:
         )
         queues = plan.section(self._queue_commands(first.queue_names, tails))
         processes = plan.section(self._process_commands(first.identities))
-        histograms = plan.section(self._histogram_command(key) for key in histogram_keys)
+        # `GET`, not `BITFIELD_RO … GET u16 #0 … #25`: the same bytes (§6.4), on any Redis and
+        # ACL, for ~half the Redis time and 26 fewer reply items per histogram.
+        histograms = plan.section(("GET", key) for key in histogram_keys)
         cron = plan.section(("HMGET", key, *CRON_JOB_FIELDS) for _, _, key in first.cron_jobs)
         replies = await poll.send(plan.commands)
 
@@ -404,9 +398,7 @@ class Reader:
             QueueSample(name, 0, None, name in first.paused)
             for name in sorted(self.queues.exported - pushed)
         ]
-        minutes = await self._metrics_minutes(
-            poll, first.metrics, histogram_keys, replies[histograms]
-        )
+        minutes = self._metrics_minutes(first.metrics, histogram_keys, replies[histograms], skipped)
         schedule_overdue, retry_overdue = replies[overdue]
         return _Second(
             schedule_overdue=decode.int_reply(schedule_overdue, skipped, keys.schedule),
@@ -446,26 +438,19 @@ class Reader:
             commands.append(("HGETALL", keys.workers(identity)))
         return commands
 
-    async def _metrics_minutes(
+    def _metrics_minutes(
         self,
-        poll: _Poll,
         hashes: Sequence[_MetricsHash],
         histogram_keys: Sequence[str],
         replies: Sequence[object],
+        skipped: decode.Skipped,
     ) -> tuple[MetricsMinute, ...]:
-        """The histograms section, and the metric minutes it completes. A server that refuses
-        `BITFIELD_RO` costs one more round trip, once: from then on histograms come by `GET`."""
-        if histogram_keys and not self.histograms_by_get and decode.bitfield_ro_refused(replies):
-            self.histograms_by_get = True
-            replies = await poll.send(
-                [self._histogram_command(key) for key in histogram_keys], cached=False
-            )
-        by_get, skipped = self.histograms_by_get, poll.skipped
+        """The histograms section, and the metric minutes it completes."""
         histograms = iter(zip(replies, histogram_keys, strict=True))
 
         def next_histogram() -> tuple[int, ...] | None:
             reply, key = next(histograms)
-            return decode.histogram(reply, by_get, skipped, key)
+            return decode.histogram(reply, skipped, key)
 
         return tuple(
             MetricsMinute(
@@ -483,8 +468,3 @@ class Reader:
         if family == "8":
             return self.keys.histogram_v8(job_class, minute)
         return self.keys.histogram_v7(job_class, minute)
-
-    def _histogram_command(self, key: str) -> Command:
-        if self.histograms_by_get:
-            return ("GET", key)
-        return ("BITFIELD_RO", key, _HISTOGRAM_BITFIELD_ARGS)
