@@ -13,9 +13,9 @@ import math
 import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -27,6 +27,9 @@ from exporter.model import (
     QueueSample,
     RunningJob,
 )
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # Skip reasons: the values of `sidekiq_exporter_skipped_items_total{reason}`.
 INVALID_JOB = "invalid_job"  # queue tail that is not a JSON object, or a bad timestamp in it
@@ -329,16 +332,9 @@ def decode_metrics_fields(fields: Mapping[bytes, bytes]) -> tuple[dict[str, list
     return by_class, malformed
 
 
-def class_minute(
-    job_class: str, counts: Sequence[int], histogram: tuple[int, ...] | None
-) -> ClassMinute:
-    """A `ClassMinute` from decoded `j|` counts and a decoded histogram."""
-    executions, failures, milliseconds = counts
-    return ClassMinute(job_class, executions, failures, milliseconds, histogram)
-
-
 EMPTY_HISTOGRAM: tuple[int, ...] = (0,) * HISTOGRAM_BUCKETS
 _BIG_ENDIAN_U16S = struct.Struct(f">{HISTOGRAM_BUCKETS}H")
+_HISTOGRAM_BYTES = _BIG_ENDIAN_U16S.size
 
 
 def decode_histogram_bytes(raw: bytes | None) -> tuple[int, ...] | Skip:
@@ -354,7 +350,7 @@ def decode_histogram_bytes(raw: bytes | None) -> tuple[int, ...] | Skip:
         # whose jobs all took < 20 ms, 52 at most); a much longer one is not a histogram.
         return Skip(INVALID_METRIC)
     # One C call instead of 26 slices: ~1 µs less per histogram (6,000 a poll at 2,000 classes).
-    return _BIG_ENDIAN_U16S.unpack_from(raw.ljust(2 * HISTOGRAM_BUCKETS, b"\0"))
+    return _BIG_ENDIAN_U16S.unpack_from(raw.ljust(_HISTOGRAM_BYTES, b"\0"))
 
 
 def cron_enqueue_time(raw: bytes | None) -> float | Skip | None:
@@ -405,6 +401,57 @@ def decode_cron_job(
 # Whole replies as `exporter.resp.round_trip` returns them: RESP2 or RESP3 shapes as hiredis
 # builds them, error replies as `ResponseError` values. Each reader section hands its slice of
 # replies to one of these; what cannot be used is counted in a `Skipped`, never raised.
+
+
+class Memo(Generic[K, V]):
+    """What a pure decoder made of each input in the last poll, by the exact input (reply
+    bytes): a queue's oldest job, a running job's work entry or a past minute's metrics read
+    again, as they mostly are from poll to poll, are not decoded again. The value is the one
+    the decoder would return, so nothing changes but the time. One poll deep (call `next_poll`
+    before each): it holds what the previous poll read, never more."""
+
+    __slots__ = ("current", "previous")
+
+    def __init__(self) -> None:
+        self.previous: dict[K, V] = {}
+        self.current: dict[K, V] = {}
+
+    def next_poll(self) -> None:
+        self.previous, self.current = self.current, {}
+
+
+# A `j|…` hash's fields (RESP2's flat reply) → its classes and how many fields were malformed.
+MetricsMemo = Memo[tuple[object, ...], tuple[dict[str, list[int]], int] | None]
+
+
+# A minute's histogram replies (`GET` each) → its classes, when none was skipped; with the
+# minute's decoded hash, which must be the very same dict (`metrics_hash` through its memo).
+MinuteMemo = Memo[tuple[object, ...], tuple[Mapping[str, list[int]], tuple[ClassMinute, ...]]]
+
+
+def _hashable(items: Sequence[object]) -> tuple[object, ...] | None:
+    """`items` as a memo key; None if one cannot be hashed (no reply of Redis's, but bad data
+    must not raise)."""
+    key = tuple(items)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+@dataclass(slots=True)
+class Memos:
+    """The memos of one reader, one per decoder that repeats."""
+
+    tails: Memo[bytes, float | Skip | None] = field(default_factory=Memo)
+    work: Memo[tuple[str, bytes], RunningJob | Skip] = field(default_factory=Memo)
+    metrics: MetricsMemo = field(default_factory=Memo)
+    minutes: MinuteMemo = field(default_factory=Memo)
+
+    def next_poll(self) -> None:
+        for memo in (self.tails, self.work, self.metrics, self.minutes):
+            memo.next_poll()
 
 
 # The debug log names the keys of the first few items skipped in a poll; the counter counts all.
@@ -572,13 +619,16 @@ def queues(
     replies: Sequence[object],
     skipped: Skipped,
     commands: Sequence[Sequence[object]],
+    memo: Memo[bytes, float | Skip | None] | None = None,
 ) -> tuple[list[QueueSample], int]:
     """The queues section: per name `LLEN`, then `LINDEX -1` for the names in `tails`;
     `commands` are the section's (for the keys of what is skipped).
 
     Returns the queues whose tail was read and the total size of all of them.
     """
+    previous, current = (memo.previous, memo.current) if memo is not None else ({}, {})
     samples: list[QueueSample] = []
+    append = samples.append
     enqueued = position = 0
     for name in names:
         # Per queue, the common case first and without calls (~0.3 ms per 1,000 queues):
@@ -594,14 +644,15 @@ def queues(
         position += 1
         oldest: float | None = None
         if isinstance(tail, bytes):
-            decoded = oldest_job_timestamp(tail)
+            decoded = previous[tail] if tail in previous else oldest_job_timestamp(tail)
+            current[tail] = decoded
             if isinstance(decoded, Skip):
                 skipped.skip(decoded, key_of(commands[position - 1]))
             else:
                 oldest = decoded
         elif tail is not None:
             skipped.error(tail, key_of(commands[position - 1]))
-        samples.append(QueueSample(name, size, oldest, name in paused))
+        append(QueueSample(name, size, oldest, name in paused))
     return samples, enqueued
 
 
@@ -610,9 +661,11 @@ def processes(
     replies: Sequence[object],
     skipped: Skipped,
     commands: Sequence[Sequence[object]],
+    memo: Memo[tuple[str, bytes], RunningJob | Skip] | None = None,
 ) -> tuple[list[ProcessSample], list[RunningJob]]:
     """The processes section: per identity its `HMGET` fields, its `:work` and `:workers`;
     `commands` are the section's (for the keys of what is skipped)."""
+    previous, current = (memo.previous, memo.current) if memo is not None else ({}, {})
     samples: list[ProcessSample] = []
     running: list[RunningJob] = []
     triples = iter(replies)
@@ -634,7 +687,9 @@ def processes(
                 continue
             key = key_of(commands[3 * index + offset])
             for value in hash_reply(reply, skipped, key).values():
-                job = decode_work_entry(identity, value)
+                entry = (identity, value)
+                job = previous[entry] if entry in previous else decode_work_entry(*entry)
+                current[entry] = job
                 if isinstance(job, RunningJob):
                     running.append(job)
                 else:
@@ -642,16 +697,58 @@ def processes(
     return samples, running
 
 
-def metrics_hash(reply: object, skipped: Skipped, key: str = "") -> dict[str, list[int]] | None:
+def metrics_hash(
+    reply: object, skipped: Skipped, key: str = "", memo: MetricsMemo | None = None
+) -> dict[str, list[int]] | None:
     """One `j|…` hash (`HGETALL`) as class → [executions, failures, milliseconds]; None when
-    the hash is missing or empty (a minute without executions, or nothing Sidekiq wrote)."""
-    fields = hash_reply(reply, skipped, key)
-    if not fields:
+    the hash is missing or empty (a minute without executions, or nothing Sidekiq wrote).
+    Through `memo`, a hash read as before comes back as the same dict: never to be changed."""
+    raw = _hashable(reply) if memo is not None and isinstance(reply, list) else None
+    if raw is not None and memo is not None and raw in memo.previous:
+        decoded = memo.previous[raw]
+    else:
+        fields = hash_reply(reply, skipped, key)
+        decoded = decode_metrics_fields(fields) if fields else None
+    if raw is not None and memo is not None:
+        memo.current[raw] = decoded
+    if decoded is None:
         return None
-    by_class, malformed = decode_metrics_fields(fields)
+    by_class, malformed = decoded
     if malformed:
         skipped.add(INVALID_METRIC, key, malformed)
     return by_class
+
+
+def class_minutes(
+    by_class: Mapping[str, list[int]],
+    replies: Sequence[object],
+    skipped: Skipped,
+    commands: Sequence[Sequence[object]],
+    memo: MinuteMemo | None = None,
+) -> tuple[ClassMinute, ...]:
+    """The histograms of one metric minute (per class, `GET key`), with its decoded hash."""
+    raw = _hashable(replies) if memo is not None else None
+    if raw is not None and memo is not None and raw in memo.previous:
+        decoded, minute = memo.previous[raw]
+        if decoded is by_class:
+            memo.current[raw] = decoded, minute
+            return minute
+    classes: list[ClassMinute] = []
+    complete = True
+    for (job_class, counts), reply, command in zip(
+        by_class.items(), replies, commands, strict=True
+    ):
+        # A histogram with its slowest bucket written is 52 bytes: one C call (§6.4).
+        if type(reply) is bytes and len(reply) == _HISTOGRAM_BYTES:
+            counted: tuple[int, ...] | None = _BIG_ENDIAN_U16S.unpack(reply)
+        else:
+            counted = histogram(reply, skipped, key_of(command))
+            complete = complete and counted is not None
+        classes.append(ClassMinute(job_class, counts[0], counts[1], counts[2], counted))
+    minute = tuple(classes)
+    if raw is not None and memo is not None and complete:  # a skip is counted every poll
+        memo.current[raw] = by_class, minute
+    return minute
 
 
 def histogram(reply: object, skipped: Skipped, key: str = "") -> tuple[int, ...] | None:

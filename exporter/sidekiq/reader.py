@@ -6,9 +6,10 @@ read commands: the list in `docs/redis-layout.md` §11.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from redis.asyncio import Redis
 
@@ -22,7 +23,7 @@ from exporter.model import (
     Sample,
     ScheduledSetSample,
 )
-from exporter.resp import Command, PackCache, ReadBudget, round_trip
+from exporter.resp import Command, PackCache, ReadBudget, pack_commands, round_trip
 from exporter.sidekiq import decode
 from exporter.sidekiq.cron_namespaces import SCAN_PAGE_KEYS, CronNamespaces
 from exporter.sidekiq.keys import KeyNames
@@ -39,15 +40,18 @@ class _Plan:
     """The commands of one round trip, section by section: each section owns the slice of the
     replies its commands answer, and only its decoder reads it."""
 
-    __slots__ = ("commands",)
+    __slots__ = ("chunks", "commands")
 
     def __init__(self) -> None:
         self.commands: list[Command] = []
+        self.chunks: list[bytes] = []  # the request bytes, a chunk per section
 
-    def section(self, commands: Iterable[Command]) -> slice:
-        """Add a section's commands; the slice of the replies they will own."""
+    def section(self, commands: list[Command], packed: bytes | None = None) -> slice:
+        """Add a section's commands (`packed`: their bytes, if already packed); the slice of
+        the replies they will own."""
         start = len(self.commands)
-        self.commands.extend(commands)
+        self.commands += commands
+        self.chunks.append(pack_commands(commands) if packed is None else packed)
         return slice(start, len(self.commands))
 
 
@@ -64,9 +68,8 @@ class _Poll:
         self.commands = 0
         self.skipped = decode.Skipped()
 
-    async def send(self, commands: list[Command], *, cached: bool = True) -> list[object]:
-        """One round trip; `cached` packs through the pack cache (commands that repeat)."""
-        packed = self.packs.pack(commands) if cached else None
+    async def send(self, commands: list[Command], packed: bytes | None = None) -> list[object]:
+        """One round trip (`packed`: the commands' bytes, if already packed)."""
         replies = await round_trip(self.client, commands, packed, self.budget)
         self.round_trips += 1
         self.commands += len(commands)
@@ -149,6 +152,7 @@ class Reader:
         self.cron_jobs = cron_jobs if cron_jobs is not None else CronJobSelector()
         self.cron_namespaces = cron_namespaces if cron_namespaces is not None else CronNamespaces()
         self._packs = PackCache()  # a cache of request bytes, not of data
+        self._memos = decode.Memos()  # of decoded values by their reply bytes: no state
 
     async def read(self, client: Redis, now_hint: float, since: float | None = None) -> Sample:
         """One poll: a Sample of everything Sidekiq keeps in this Redis.
@@ -158,6 +162,7 @@ class Reader:
         (`metrics_window.minutes_to_read`).
         """
         self._packs.next_poll()
+        self._memos.next_poll()
         poll = _Poll(client, self._packs, self.max_reply_bytes)
         count = minutes_to_read(self.metrics_window_minutes, now_hint, since)
         minutes = minute_starts(now_hint, count)
@@ -221,13 +226,13 @@ class Reader:
             ]
         )
         paused = plan.section([("SMEMBERS", keys.paused)])
-        metrics = plan.section(("HGETALL", key) for key, _, _ in metric_keys)
+        metrics = plan.section([("HGETALL", key) for key, _, _ in metric_keys])
         leader = plan.section([("GET", keys.leader)])
         cron_namespaces, cron_sets_dropped = self._cron_sets_to_read()
         cron_sets = plan.section(self._cron_set_commands(cron_namespaces))
         scan_cursor = self.cron_namespaces.next_page(now_hint) if self.collect_cron else None
         cron_scan = plan.section(self._namespace_scan_commands(scan_cursor))
-        replies = await poll.send(plan.commands)
+        replies = await poll.send(plan.commands, b"".join(plan.chunks))
 
         skipped, int_reply, lowest_score = poll.skipped, decode.int_reply, decode.lowest_score
         queue_names, identities = await self._scan_sets(poll, replies[sets])
@@ -257,7 +262,8 @@ class Reader:
             metrics=[
                 _MetricsHash(key, minute, family, by_class)
                 for (key, minute, family), reply in zip(metric_keys, replies[metrics], strict=True)
-                if (by_class := decode.metrics_hash(reply, skipped, key)) is not None
+                if (by_class := decode.metrics_hash(reply, skipped, key, self._memos.metrics))
+                is not None
             ],
             cron_jobs=self._cron_jobs_to_read(
                 cron_namespaces, replies[cron_sets], cron_sets_dropped, skipped
@@ -343,7 +349,7 @@ class Reader:
                 ("SSCAN", sets[index][0], sets[index][1], "COUNT", self.scan_count)
                 for index in unfinished
             ]
-            pages = await poll.send(more, cached=False)
+            pages = await poll.send(more)
             for index, reply in zip(unfinished, pages, strict=True):
                 key, _, members = sets[index]
                 cursor, page = decode.scan_page(reply, skipped, key)
@@ -358,12 +364,8 @@ class Reader:
         # Queue limits (exporter/cardinality.py): `LLEN` for every queue, since
         # `sidekiq_enqueued_jobs` is the total over all of them, but `LINDEX` (the oldest job,
         # which can be large) only for the queues that will be exported. Same round trips.
-        tails = self.queues.plan(first.queue_names)
-        histogram_keys = [
-            self._histogram_key(job_class, hashed.minute, hashed.family)
-            for hashed in first.metrics
-            for job_class in hashed.by_class
-        ]
+        names, identities, packs = first.queue_names, first.identities, self._packs
+        tails = self.queues.plan(names)
         plan = _Plan()
         overdue = plan.section(
             [
@@ -371,20 +373,32 @@ class Reader:
                 ("ZCOUNT", keys.retry, "-inf", repr(now)),
             ]
         )
-        queues = plan.section(self._queue_commands(first.queue_names, tails))
-        processes = plan.section(self._process_commands(first.identities))
-        # `GET`, not `BITFIELD_RO … GET u16 #0 … #25`: the same bytes (§6.4), on any Redis and
-        # ACL, for ~half the Redis time and 26 fewer reply items per histogram.
-        histograms = plan.section(("GET", key) for key in histogram_keys)
-        cron = plan.section(("HMGET", key, *CRON_JOB_FIELDS) for _, _, key in first.cron_jobs)
-        replies = await poll.send(plan.commands)
+        # Sections whose commands follow from names alone are packed once while the names stay.
+        queues = plan.section(
+            *packs.section("queues", (names, tails), partial(self._queue_commands, names, tails))
+        )
+        processes = plan.section(
+            *packs.section("processes", identities, partial(self._process_commands, identities))
+        )
+        histograms = self._histogram_sections(plan, first.metrics)
+        cron_keys = [key for _, _, key in first.cron_jobs]
+        cron = plan.section(
+            *packs.section("cron", cron_keys, partial(self._cron_commands, cron_keys))
+        )
+        replies = await poll.send(plan.commands, b"".join(plan.chunks))
 
         skipped, commands = poll.skipped, plan.commands
         queue_samples, enqueued = decode.queues(
-            first.queue_names, tails, first.paused, replies[queues], skipped, commands[queues]
+            names,
+            tails,
+            first.paused,
+            replies[queues],
+            skipped,
+            commands[queues],
+            self._memos.tails,
         )
         process_samples, running = decode.processes(
-            first.identities, replies[processes], skipped, commands[processes]
+            identities, replies[processes], skipped, commands[processes], self._memos.work
         )
         queue_samples, process_samples, running, limited = self.queues.exported_only(
             first.queue_names, queue_samples, process_samples, running
@@ -398,7 +412,9 @@ class Reader:
             QueueSample(name, 0, None, name in first.paused)
             for name in sorted(self.queues.exported - pushed)
         ]
-        minutes = self._metrics_minutes(first.metrics, histogram_keys, replies[histograms], skipped)
+        minutes = self._metrics_minutes(
+            first.metrics, commands[histograms], replies[histograms], skipped
+        )
         schedule_overdue, retry_overdue = replies[overdue]
         return _Second(
             schedule_overdue=decode.int_reply(schedule_overdue, skipped, keys.schedule),
@@ -413,7 +429,7 @@ class Reader:
                     [(ns, name) for ns, name, _ in first.cron_jobs],
                     replies[cron],
                     skipped,
-                    [key for _, _, key in first.cron_jobs],
+                    cron_keys,
                 )
             )
             if self.collect_cron
@@ -438,31 +454,49 @@ class Reader:
             commands.append(("HGETALL", keys.workers(identity)))
         return commands
 
+    def _histogram_sections(self, plan: _Plan, hashes: Sequence[_MetricsHash]) -> slice:
+        """`GET` of each class-minute's histogram, not `BITFIELD_RO … GET u16 #0 … #25`: the
+        same bytes (§6.4) on any Redis and ACL, for a seventh of the Redis time. One section
+        per minute hash, packed once while its classes stay (a new minute every minute)."""
+        start = len(plan.commands)
+        for hashed in hashes:
+            build = partial(self._histogram_commands, hashed)
+            plan.section(
+                *self._packs.section(f"histograms {hashed.key}", list(hashed.by_class), build)
+            )
+        return slice(start, len(plan.commands))
+
+    def _histogram_commands(self, hashed: _MetricsHash) -> list[Command]:
+        minute, family = hashed.minute, hashed.family
+        return [
+            ("GET", self._histogram_key(job_class, minute, family)) for job_class in hashed.by_class
+        ]
+
+    @staticmethod
+    def _cron_commands(keys: Sequence[str]) -> list[Command]:
+        return [("HMGET", key, *CRON_JOB_FIELDS) for key in keys]
+
     def _metrics_minutes(
         self,
         hashes: Sequence[_MetricsHash],
-        histogram_keys: Sequence[str],
+        commands: Sequence[Command],
         replies: Sequence[object],
         skipped: decode.Skipped,
     ) -> tuple[MetricsMinute, ...]:
-        """The histograms section, and the metric minutes it completes."""
-        histograms = iter(zip(replies, histogram_keys, strict=True))
-
-        def next_histogram() -> tuple[int, ...] | None:
-            reply, key = next(histograms)
-            return decode.histogram(reply, skipped, key)
-
-        return tuple(
-            MetricsMinute(
-                hashed.key,
-                int(hashed.minute.timestamp()),
-                tuple(
-                    decode.class_minute(job_class, counts, next_histogram())
-                    for job_class, counts in hashed.by_class.items()
-                ),
+        """The histograms section (`GET key` each), and the metric minutes it completes."""
+        minutes: list[MetricsMinute] = []
+        end = 0
+        for hashed in hashes:
+            start, end = end, end + len(hashed.by_class)
+            classes = decode.class_minutes(
+                hashed.by_class,
+                replies[start:end],
+                skipped,
+                commands[start:end],
+                self._memos.minutes,
             )
-            for hashed in hashes
-        )
+            minutes.append(MetricsMinute(hashed.key, int(hashed.minute.timestamp()), classes))
+        return tuple(minutes)
 
     def _histogram_key(self, job_class: str, minute: datetime, family: str) -> str:
         if family == "8":
