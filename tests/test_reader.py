@@ -375,3 +375,46 @@ async def test_without_cron_no_cron_command_is_sent(
     assert on.cron_jobs
     # SSCAN + SCARD of `cron_jobs` and `cron_jobs:default`, a SCAN page, one HMGET.
     assert on.commands - off.commands == 6
+
+
+def _facts(sample: Sample) -> tuple[object, ...]:
+    return (
+        sample.queues,
+        sample.processes,
+        sample.running_jobs,
+        sample.metrics_minutes,
+        sample.skipped,
+        sample.commands,
+    )
+
+
+@pytest.mark.parametrize("version", [V7, V8_1_2])
+async def test_a_reader_that_polled_before_reads_what_a_new_one_reads(
+    version: str, sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    # The reader reuses request bytes and decoded replies of its last poll: whatever changed
+    # since must show exactly as a reader that never polled sees it.
+    writer = SidekiqWriter(sync_client, version)
+    now = redis_now(sync_client)
+    populate(writer, now)
+    writer.push("broken", b"{")
+    reader = Reader()
+    for _ in range(2):
+        assert _facts(await reader.read(client, now)) == _facts(await Reader().read(client, now))
+    changes = [
+        lambda: sync_client.rpop(writer.keys.queue("default")),  # a new oldest job
+        lambda: writer.push("new_queue", writer.job("J", enqueued_at=now - 7)),
+        lambda: writer.work(
+            "worker-2:2:bbbbbbbbbbbb", "t9", "default", writer.job("Other"), run_at=now - 1
+        ),
+        lambda: writer.metrics(minute_of(now), "HardJob", executions=2),  # same histogram
+        lambda: writer.metrics(minute_of(now), "HardJob", executions=0, histogram={3: 1}),
+        lambda: writer.metrics(minute_of(now), "NewJob", executions=1, histogram={1: 1}),
+        lambda: sync_client.srem(writer.keys.processes, "gone:3:cccccccccccc"),
+    ]
+    for change in changes:
+        change()
+        again = await reader.read(client, now)
+        assert _facts(again) == _facts(await Reader().read(client, now))
+        assert again.skipped == {decode.INVALID_JOB: 1}  # counted in every poll
+    assert {q.name for q in again.queues} >= {"new_queue", "broken"}
