@@ -538,3 +538,26 @@ def test_minute_memo_needs_the_same_decoded_hash_and_no_skip() -> None:
         minute_, skipped = minute(other, bad)
         assert minute_[1].histogram is None
         assert skipped == {decode.INVALID_METRIC: 1}
+
+
+@pytest.mark.parametrize("size_of_c", [2, ResponseError("WRONGTYPE x")])
+def test_queues_with_every_tail_read_decode_as_one_by_one(size_of_c: object) -> None:
+    # Every tail read (no queue limit) takes a path per queue in C, unless a reply is not of
+    # its usual type; both give what the queue-by-queue loop gives.
+    names = ["a", "b", "c", "d"]
+    commands = [(c, f"queue:{n}", *a) for n in names for c, a in (("LLEN", ()), ("LINDEX", (-1,)))]
+    replies = [5, job(enqueued_at=NOW - 3), 0, None, size_of_c, b"{", 1, job()]
+    skipped = decode.Skipped()
+    queues, enqueued = decode.queues(names, frozenset(names), {"b"}, replies, skipped, commands)
+    assert queues == [
+        ("a", 5, NOW - 3, False),
+        ("b", 0, None, True),
+        ("c", size_of_c if isinstance(size_of_c, int) else 0, None, False),
+        ("d", 1, None, False),
+    ]
+    assert enqueued == 6 + (size_of_c if isinstance(size_of_c, int) else 0)
+    reasons = [reason for reason, _ in skipped.examples]
+    assert reasons == ([] if isinstance(size_of_c, int) else [decode.WRONG_TYPE]) + [
+        decode.INVALID_JOB
+    ]
+    assert skipped.examples[-1] == (decode.INVALID_JOB, "queue:c")

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from redis.exceptions import ResponseError
 
@@ -440,11 +440,15 @@ def _hashable(items: Sequence[object]) -> tuple[object, ...] | None:
     return key
 
 
+# A queue's oldest job (`LINDEX -1`; nil for an empty queue) → its timestamp.
+TailMemo = Memo[bytes | None, float | Skip | None]
+
+
 @dataclass(slots=True)
 class Memos:
     """The memos of one reader, one per decoder that repeats."""
 
-    tails: Memo[bytes, float | Skip | None] = field(default_factory=Memo)
+    tails: TailMemo = field(default_factory=Memo)
     work: Memo[tuple[str, bytes], RunningJob | Skip] = field(default_factory=Memo)
     metrics: MetricsMemo = field(default_factory=Memo)
     minutes: MinuteMemo = field(default_factory=Memo)
@@ -612,6 +616,43 @@ def redis_time(reply: object, skipped: Skipped, fallback: float) -> float:
     return now
 
 
+_SIZE_TYPES = frozenset({int})  # `LLEN`
+_TAIL_TYPES = frozenset({bytes, type(None)})  # `LINDEX`: a job, or nil for an empty queue
+
+
+def _every_tail_read(
+    names: Sequence[str],
+    paused: set[str],
+    replies: Sequence[object],
+    skipped: Skipped,
+    commands: Sequence[Sequence[object]],
+    memo: TailMemo,
+) -> tuple[list[QueueSample], int] | None:
+    """`queues` when every tail was read (no queue limit): per queue in C, but for the tails
+    the last poll did not read. None when a reply is not of its usual type (an error)."""
+    sizes, raw_tails = replies[0::2], replies[1::2]
+    if not _SIZE_TYPES.issuperset(map(type, sizes)):
+        return None
+    if not _TAIL_TYPES.issuperset(map(type, raw_tails)):
+        return None
+    previous = memo.previous
+    oldest = list(map(previous.get, cast("list[bytes | None]", raw_tails)))  # None: unseen
+    special = [index for index, value in enumerate(oldest) if value is None or type(value) is Skip]
+    for index in special:
+        tail = cast("bytes | None", raw_tails[index])
+        if tail is not None and tail not in previous:
+            oldest[index] = oldest_job_timestamp(tail)
+    memo.current.update(zip(cast("list[bytes | None]", raw_tails), oldest, strict=True))
+    for index in special:
+        value = oldest[index]
+        if isinstance(value, Skip):
+            skipped.skip(value, key_of(commands[2 * index + 1]))
+            oldest[index] = None
+    counts, timestamps = cast("list[int]", sizes), cast("list[float | None]", oldest)
+    flags = map(paused.__contains__, names)
+    return list(map(QueueSample, names, counts, timestamps, flags)), sum(counts)
+
+
 def queues(
     names: Sequence[str],
     tails: frozenset[str],
@@ -619,14 +660,19 @@ def queues(
     replies: Sequence[object],
     skipped: Skipped,
     commands: Sequence[Sequence[object]],
-    memo: Memo[bytes, float | Skip | None] | None = None,
+    memo: TailMemo | None = None,
 ) -> tuple[list[QueueSample], int]:
     """The queues section: per name `LLEN`, then `LINDEX -1` for the names in `tails`;
     `commands` are the section's (for the keys of what is skipped).
 
     Returns the queues whose tail was read and the total size of all of them.
     """
-    previous, current = (memo.previous, memo.current) if memo is not None else ({}, {})
+    memo = memo if memo is not None else Memo()
+    if len(tails) == len(names) and len(replies) == 2 * len(names):
+        every = _every_tail_read(names, paused, replies, skipped, commands, memo)
+        if every is not None:
+            return every
+    previous, current = memo.previous, memo.current
     samples: list[QueueSample] = []
     append = samples.append
     enqueued = position = 0
