@@ -2,7 +2,8 @@
 process hashes, work entries, metric hashes and histograms, sidekiq-cron's sets and job hashes,
 and each reader section's slice.
 
-Bad data never raises: it becomes a `Skip` with a reason, counted. Talks to no Redis.
+Bad data never raises: it becomes a `Skip` with a reason, counted. Talks to no Redis. A `Memo`
+keeps for one poll what a decoder made of each exact reply (the same value, in less time).
 Section numbers (§) refer to `docs/redis-layout.md`.
 """
 

@@ -1,6 +1,7 @@
 """The plan of a poll: the read commands each round trip sends, in sections that each own a
 counted slice of the replies and hand it to their decoder (docs/architecture.md).
-Keeps no data between polls and decodes no value itself; `resp.py` carries the bytes. Only
+Keeps no data between polls but the last poll's request bytes and decode's memos (which
+change no result), and decodes no value itself; `resp.py` carries the bytes. Only
 read commands: the list in `docs/redis-layout.md` §11.
 """
 
