@@ -561,3 +561,37 @@ def test_queues_with_every_tail_read_decode_as_one_by_one(size_of_c: object) -> 
         decode.INVALID_JOB
     ]
     assert skipped.examples[-1] == (decode.INVALID_JOB, "queue:c")
+
+
+def test_process_info_memo_reads_each_beat_and_decodes_info_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[bytes] = []
+    original = decode.process_info
+
+    def counting(info: bytes, concurrency: bytes | None) -> decode.ProcessInfo | Skip:
+        decoded.append(info)
+        return original(info, concurrency)
+
+    monkeypatch.setattr(decode, "process_info", counting)
+    infos: decode.InfoMemo = decode.Memo()
+    info = json.dumps({"hostname": "h", "queues": ["a"], "concurrency": 5, "started_at": NOW})
+    too_early = json.dumps({"queues": ["a"], "concurrency": 5, "started_at": 5})
+
+    def read(raw: str, beat: float, busy: bytes = b"1") -> ProcessSample | Skip | None:
+        infos.next_poll()
+        fields = [_copy(raw.encode()), None, busy, repr(beat).encode(), None, b"100", b"300"]
+        return decode.decode_process("p", fields, infos)
+
+    first, second = read(info, NOW), read(info, NOW + 10)
+    assert isinstance(first, ProcessSample)
+    assert isinstance(second, ProcessSample)
+    assert (first.heartbeat_timestamp, second.heartbeat_timestamp) == (NOW, NOW + 10)
+    assert len(decoded) == 1
+    assert second == decode.decode_process(
+        "p", [info.encode(), None, b"1", repr(NOW + 10).encode(), None, b"100", b"300"]
+    )
+    assert read(info, NOW, busy=b"x") == Skip(decode.INVALID_PROCESS)  # a beat field, each time
+    assert read(info, 5.0) == Skip(decode.INVALID_TIMESTAMP)
+    assert read(too_early, NOW) == read(too_early, NOW) == Skip(decode.INVALID_TIMESTAMP)
+    assert len(decoded) == 3  # one more without the memo, one for `too_early`

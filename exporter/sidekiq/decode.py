@@ -231,15 +231,22 @@ def _capacity_by_queue(info: Mapping[str, Any], concurrency: int) -> dict[str, i
     return dict.fromkeys(queue_names, concurrency)
 
 
-def decode_process(identity: str, fields: Sequence[bytes | None]) -> ProcessSample | Skip | None:
-    """One process from `HMGET <id> info concurrency busy beat quiet rss rtt_us`.
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """What a process hash's `info` and `concurrency` fields tell: they change when the process
+    restarts (8.1.2+: when its concurrency changes), not at every beat."""
 
-    None when `info` is missing: the hash expired and the `processes` member is stale (§5.5),
-    which Sidekiq's own `ProcessSet#each` also skips.
-    """
-    info_raw, concurrency_raw, busy_raw, beat_raw, quiet_raw, rss_raw, rtt_raw = fields
-    if info_raw is None:
-        return None
+    concurrency: int
+    hostname: str
+    tag: str
+    version: str
+    start_timestamp: float  # 0.0: absent, unknown
+    start_skip: Skip | None  # `started_at` is not a plausible time
+    capacity: dict[str, int] | None  # None: malformed `capsules` or `queues`
+
+
+def process_info(info_raw: bytes, concurrency_raw: bytes | None) -> ProcessInfo | Skip:
+    """The `info` JSON and `concurrency` field of a process hash; a Skip when malformed."""
     info = _load_object(info_raw)
     if info is None:
         return Skip(INVALID_PROCESS)
@@ -249,45 +256,76 @@ def decode_process(identity: str, fields: Sequence[bytes | None]) -> ProcessSamp
     else:
         info_concurrency = info.get("concurrency", 0)
         concurrency = _int64(info_concurrency) if isinstance(info_concurrency, int) else None
-    busy = parse_int(busy_raw)
-    rss_kib = parse_int(rss_raw)
-    rtt_us = parse_int(rtt_raw)
-    beat = parse_float(beat_raw)
     started_at = info.get("started_at")
     if (
         concurrency is None
-        or busy is None
-        or rss_kib is None
-        or rtt_us is None
-        or beat is None
         or isinstance(started_at, bool)
         or not isinstance(started_at, int | float | None)
         or (isinstance(started_at, int) and _int64(started_at) is None)
         or (isinstance(started_at, float) and not math.isfinite(started_at))
     ):
         return Skip(INVALID_PROCESS)
-    # Both are Ruby's `Time.now.to_f` in every version; `started_at` absent: unknown (0).
-    for moment in (beat, started_at):
-        if moment is not None and isinstance(checked := plausible_time(moment), Skip):
-            return checked
-    capacity = _capacity_by_queue(info, concurrency)
-    if capacity is None:
-        return Skip(INVALID_PROCESS)
+    # Ruby's `Time.now.to_f` in every version; absent: unknown (0).
+    checked = plausible_time(started_at) if started_at is not None else None
     hostname, tag, version = info.get("hostname"), info.get("tag"), info.get("version")
-    return ProcessSample(
-        identity=identity,
+    return ProcessInfo(
+        concurrency=concurrency,
         hostname=_label_text(hostname) if isinstance(hostname, str) else "",
         tag=_label_text(tag) if isinstance(tag, str) else "",
         version=_label_text(version) if isinstance(version, str) else "",
-        concurrency=concurrency,
+        start_timestamp=float(started_at or 0.0),
+        start_skip=checked if isinstance(checked, Skip) else None,
+        capacity=_capacity_by_queue(info, concurrency),
+    )
+
+
+def decode_process(
+    identity: str, fields: Sequence[bytes | None], infos: InfoMemo | None = None
+) -> ProcessSample | Skip | None:
+    """One process from `HMGET <id> info concurrency busy beat quiet rss rtt_us`; through
+    `infos`, an `info` read as before is not decoded again.
+
+    None when `info` is missing: the hash expired and the `processes` member is stale (§5.5),
+    which Sidekiq's own `ProcessSet#each` also skips.
+    """
+    info_raw, concurrency_raw, busy_raw, beat_raw, quiet_raw, rss_raw, rtt_raw = fields
+    if info_raw is None:
+        return None
+    key = (info_raw, concurrency_raw)
+    if infos is not None and key in infos.previous:
+        info = infos.previous[key]
+    else:
+        info = process_info(info_raw, concurrency_raw)
+    if infos is not None:
+        infos.current[key] = info
+    busy = parse_int(busy_raw)
+    rss_kib = parse_int(rss_raw)
+    rtt_us = parse_int(rtt_raw)
+    beat = parse_float(beat_raw)
+    if isinstance(info, Skip) or busy is None or rss_kib is None or rtt_us is None or beat is None:
+        return Skip(INVALID_PROCESS)
+    # Ruby's `Time.now.to_f` in every version, like `started_at`.
+    if isinstance(checked := plausible_time(beat), Skip):
+        return checked
+    if info.start_skip is not None:
+        return info.start_skip
+    if info.capacity is None:
+        return Skip(INVALID_PROCESS)
+    return ProcessSample(
+        identity=identity,
+        hostname=info.hostname,
+        tag=info.tag,
+        version=info.version,
+        concurrency=info.concurrency,
         busy=busy,
         heartbeat_timestamp=beat,
-        start_timestamp=float(started_at or 0.0),
+        start_timestamp=info.start_timestamp,
         # 6.4.0/6.4.1 hand the raw boolean to redis-rb 4.x, which stores "true"/"false" too.
         quiet=quiet_raw == b"true",
         rss_bytes=rss_kib * 1024,  # `rss` is KiB (VmRSS)
         redis_rtt_seconds=rtt_us / 1_000_000,  # `rtt_us` is microseconds
-        queue_capacity=capacity,
+        # Shared with the samples of other polls through `infos`: never to be changed.
+        queue_capacity=info.capacity,
     )
 
 
@@ -441,6 +479,8 @@ def _hashable(items: Sequence[object]) -> tuple[object, ...] | None:
     return key
 
 
+# A process hash's `info` and `concurrency` fields → what they tell.
+InfoMemo = Memo[tuple[bytes, bytes | None], ProcessInfo | Skip]
 # A queue's oldest job (`LINDEX -1`; nil for an empty queue) → its timestamp.
 TailMemo = Memo[bytes | None, float | Skip | None]
 
@@ -451,11 +491,12 @@ class Memos:
 
     tails: TailMemo = field(default_factory=Memo)
     work: Memo[tuple[str, bytes], RunningJob | Skip] = field(default_factory=Memo)
+    infos: InfoMemo = field(default_factory=Memo)
     metrics: MetricsMemo = field(default_factory=Memo)
     minutes: MinuteMemo = field(default_factory=Memo)
 
     def next_poll(self) -> None:
-        for memo in (self.tails, self.work, self.metrics, self.minutes):
+        for memo in (self.tails, self.work, self.infos, self.metrics, self.minutes):
             memo.next_poll()
 
 
@@ -709,6 +750,7 @@ def processes(
     skipped: Skipped,
     commands: Sequence[Sequence[object]],
     memo: Memo[tuple[str, bytes], RunningJob | Skip] | None = None,
+    infos: InfoMemo | None = None,
 ) -> tuple[list[ProcessSample], list[RunningJob]]:
     """The processes section: per identity its `HMGET` fields, its `:work` and `:workers`;
     `commands` are the section's (for the keys of what is skipped)."""
@@ -722,7 +764,7 @@ def processes(
         if not isinstance(fields, list):
             skipped.error(fields, key_of(commands[3 * index]))
             continue
-        process = decode_process(identity, fields)
+        process = decode_process(identity, fields, infos)
         if not isinstance(process, ProcessSample):
             # None: stale member, its hash expired (§5.5)
             skipped.skip(process, key_of(commands[3 * index]))

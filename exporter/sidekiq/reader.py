@@ -399,7 +399,12 @@ class Reader:
             self._memos.tails,
         )
         process_samples, running = decode.processes(
-            identities, replies[processes], skipped, commands[processes], self._memos.work
+            identities,
+            replies[processes],
+            skipped,
+            commands[processes],
+            self._memos.work,
+            self._memos.infos,
         )
         queue_samples, process_samples, running, limited = self.queues.exported_only(
             first.queue_names, queue_samples, process_samples, running
