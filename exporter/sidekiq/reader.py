@@ -24,7 +24,7 @@ from exporter.model import (
     Sample,
     ScheduledSetSample,
 )
-from exporter.resp import Command, PackCache, ReadBudget, pack_commands, round_trip
+from exporter.resp import Command, PackCache, ReadBudget, round_trip
 from exporter.sidekiq import decode
 from exporter.sidekiq.cron_namespaces import SCAN_PAGE_KEYS, CronNamespaces
 from exporter.sidekiq.keys import KeyNames
@@ -41,18 +41,23 @@ class _Plan:
     """The commands of one round trip, section by section: each section owns the slice of the
     replies its commands answer, and only its decoder reads it."""
 
-    __slots__ = ("chunks", "commands")
+    __slots__ = ("chunks", "commands", "name", "packs")
 
-    def __init__(self) -> None:
+    def __init__(self, packs: PackCache, name: str) -> None:
+        self.packs, self.name = packs, name
         self.commands: list[Command] = []
         self.chunks: list[bytes] = []  # the request bytes, a chunk per section
 
     def section(self, commands: list[Command], packed: bytes | None = None) -> slice:
         """Add a section's commands (`packed`: their bytes, if already packed); the slice of
-        the replies they will own."""
+        the replies they will own. Commands the last poll's same section sent are not packed
+        again."""
+        if packed is None:
+            name = f"{self.name} {len(self.chunks)}"
+            _, packed = self.packs.section(name, commands, lambda: commands)
         start = len(self.commands)
         self.commands += commands
-        self.chunks.append(pack_commands(commands) if packed is None else packed)
+        self.chunks.append(packed)
         return slice(start, len(self.commands))
 
 
@@ -207,7 +212,7 @@ class Reader:
                 (keys.metrics_minute_v8(minute), "8"),
             )
         ]
-        plan = _Plan()
+        plan = _Plan(self._packs, "round trip 1")
         clock = plan.section([("TIME",)])
         sets = plan.section(
             [
@@ -367,7 +372,7 @@ class Reader:
         # which can be large) only for the queues that will be exported. Same round trips.
         names, identities, packs = first.queue_names, first.identities, self._packs
         tails = self.queues.plan(names)
-        plan = _Plan()
+        plan = _Plan(self._packs, "round trip 2")
         overdue = plan.section(
             [
                 ("ZCOUNT", keys.schedule, "-inf", repr(now)),
