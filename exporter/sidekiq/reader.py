@@ -7,7 +7,7 @@ read commands: the list in `docs/redis-layout.md` §11.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -60,15 +60,19 @@ class _Plan:
         self.chunks.append(packed)
         return slice(start, len(self.commands))
 
+    def cached(self, name: str, inputs: object, build: Callable[[], list[Command]]) -> slice:
+        """A section whose commands `build` makes from `inputs` alone: built and packed only
+        when `inputs` differ from the last poll's (`PackCache.section`)."""
+        return self.section(*self.packs.section(name, inputs, build))
+
 
 class _Poll:
     """One read in progress: its client, the round trips and commands so far, what it skipped."""
 
-    __slots__ = ("budget", "client", "commands", "packs", "round_trips", "skipped")
+    __slots__ = ("budget", "client", "commands", "round_trips", "skipped")
 
-    def __init__(self, client: Redis, packs: PackCache, max_reply_bytes: int | None) -> None:
+    def __init__(self, client: Redis, max_reply_bytes: int | None) -> None:
         self.client = client
-        self.packs = packs
         self.budget = ReadBudget(max_reply_bytes) if max_reply_bytes is not None else None
         self.round_trips = 0
         self.commands = 0
@@ -126,7 +130,8 @@ class _Second:
 
 class Reader:
     """Reads Samples from one Sidekiq Redis; keeps no state between polls but the queue
-    selector's, the cron job selector's and the sidekiq-cron namespace scan's."""
+    selector's, the cron job selector's, the sidekiq-cron namespace scan's and the last poll's
+    request bytes and decoded replies (which change no result)."""
 
     def __init__(
         self,
@@ -169,7 +174,7 @@ class Reader:
         """
         self._packs.next_poll()
         self._memos.next_poll()
-        poll = _Poll(client, self._packs, self.max_reply_bytes)
+        poll = _Poll(client, self.max_reply_bytes)
         count = minutes_to_read(self.metrics_window_minutes, now_hint, since)
         minutes = minute_starts(now_hint, count)
         first = await self._round_trip_1(poll, now_hint, minutes)
@@ -370,7 +375,7 @@ class Reader:
         # Queue limits (exporter/cardinality.py): `LLEN` for every queue, since
         # `sidekiq_enqueued_jobs` is the total over all of them, but `LINDEX` (the oldest job,
         # which can be large) only for the queues that will be exported. Same round trips.
-        names, identities, packs = first.queue_names, first.identities, self._packs
+        names, identities = first.queue_names, first.identities
         tails = self.queues.plan(names)
         plan = _Plan(self._packs, "round trip 2")
         overdue = plan.section(
@@ -380,49 +385,25 @@ class Reader:
             ]
         )
         # Sections whose commands follow from names alone are packed once while the names stay.
-        queues = plan.section(
-            *packs.section("queues", (names, tails), partial(self._queue_commands, names, tails))
-        )
-        processes = plan.section(
-            *packs.section("processes", identities, partial(self._process_commands, identities))
+        queues = plan.cached("queues", (names, tails), partial(self._queue_commands, names, tails))
+        processes = plan.cached(
+            "processes", identities, partial(self._process_commands, identities)
         )
         histograms = self._histogram_sections(plan, first.metrics)
         cron_keys = [key for _, _, key in first.cron_jobs]
-        cron = plan.section(
-            *packs.section("cron", cron_keys, partial(self._cron_commands, cron_keys))
-        )
+        cron = plan.cached("cron", cron_keys, partial(self._cron_commands, cron_keys))
         replies = await poll.send(plan.commands, b"".join(plan.chunks))
 
         skipped, commands = poll.skipped, plan.commands
-        queue_samples, enqueued = decode.queues(
-            names,
+        queue_samples, enqueued, process_samples, running = self._queues_and_processes(
+            first,
             tails,
-            first.paused,
             replies[queues],
-            skipped,
             commands[queues],
-            self._memos.tails,
-        )
-        process_samples, running = decode.processes(
-            identities,
             replies[processes],
-            skipped,
             commands[processes],
-            self._memos.work,
-            self._memos.infos,
+            skipped,
         )
-        queue_samples, process_samples, running, limited = self.queues.exported_only(
-            first.queue_names, queue_samples, process_samples, running
-        )
-        skipped.update(limited)
-        # Queues only processes or running jobs name (served, never pushed to: Sidekiq adds a
-        # name to `queues` on push) are real, empty queues: in the Sample like any other, so
-        # everything downstream (SLAs, breach time, every per-queue family) treats them alike.
-        pushed = {q.name for q in queue_samples}
-        queue_samples += [
-            QueueSample(name, 0, None, name in first.paused)
-            for name in sorted(self.queues.exported - pushed)
-        ]
         minutes = self._metrics_minutes(
             first.metrics, commands[histograms], replies[histograms], skipped
         )
@@ -446,6 +427,44 @@ class Reader:
             if self.collect_cron
             else None,
         )
+
+    def _queues_and_processes(
+        self,
+        first: _First,
+        tails: frozenset[str],
+        queue_replies: Sequence[object],
+        queue_commands: Sequence[Command],
+        process_replies: Sequence[object],
+        process_commands: Sequence[Command],
+        skipped: decode.Skipped,
+    ) -> tuple[list[QueueSample], int, list[ProcessSample], list[RunningJob]]:
+        """The queues and processes sections, the queue limits applied to both."""
+        memos = self._memos
+        queue_samples, enqueued = decode.queues(
+            first.queue_names,
+            tails,
+            first.paused,
+            queue_replies,
+            skipped,
+            queue_commands,
+            memos.tails,
+        )
+        process_samples, running = decode.processes(
+            first.identities, process_replies, skipped, process_commands, memos.work, memos.infos
+        )
+        queue_samples, process_samples, running, limited = self.queues.exported_only(
+            first.queue_names, queue_samples, process_samples, running
+        )
+        skipped.update(limited)
+        # Queues only processes or running jobs name (served, never pushed to: Sidekiq adds a
+        # name to `queues` on push) are real, empty queues: in the Sample like any other, so
+        # everything downstream (SLAs, breach time, every per-queue family) treats them alike.
+        pushed = {q.name for q in queue_samples}
+        queue_samples += [
+            QueueSample(name, 0, None, name in first.paused)
+            for name in sorted(self.queues.exported - pushed)
+        ]
+        return queue_samples, enqueued, process_samples, running
 
     def _queue_commands(self, names: Sequence[str], tails: frozenset[str]) -> list[Command]:
         commands: list[Command] = []
