@@ -483,6 +483,8 @@ def _hashable(items: Sequence[object]) -> tuple[object, ...] | None:
 InfoMemo = Memo[tuple[bytes, bytes | None], ProcessInfo | Skip]
 # A queue's oldest job (`LINDEX -1`; nil for an empty queue) → its timestamp.
 TailMemo = Memo[bytes | None, float | Skip | None]
+# A process identity and one value of its work hash → the running job.
+WorkMemo = Memo[tuple[str, bytes], RunningJob | Skip]
 
 
 @dataclass(slots=True)
@@ -490,7 +492,7 @@ class Memos:
     """The memos of one reader, one per decoder that repeats."""
 
     tails: TailMemo = field(default_factory=Memo)
-    work: Memo[tuple[str, bytes], RunningJob | Skip] = field(default_factory=Memo)
+    work: WorkMemo = field(default_factory=Memo)
     infos: InfoMemo = field(default_factory=Memo)
     metrics: MetricsMemo = field(default_factory=Memo)
     minutes: MinuteMemo = field(default_factory=Memo)
@@ -749,7 +751,7 @@ def processes(
     replies: Sequence[object],
     skipped: Skipped,
     commands: Sequence[Sequence[object]],
-    memo: Memo[tuple[str, bytes], RunningJob | Skip] | None = None,
+    memo: WorkMemo | None = None,
     infos: InfoMemo | None = None,
 ) -> tuple[list[ProcessSample], list[RunningJob]]:
     """The processes section: per identity its `HMGET` fields, its `:work` and `:workers`;
