@@ -746,6 +746,9 @@ def queues(
     return samples, enqueued
 
 
+_BULK_STRINGS = frozenset({bytes})
+
+
 def processes(
     identities: Sequence[str],
     replies: Sequence[object],
@@ -776,15 +779,19 @@ def processes(
         for offset, reply in ((1, work), (2, workers)):
             if not reply:
                 continue
-            key = key_of(commands[3 * index + offset])
-            for value in hash_reply(reply, skipped, key).values():
+            command = commands[3 * index + offset]
+            if type(reply) is list and _BULK_STRINGS.issuperset(map(type, reply)):
+                values = reply[1::2]  # RESP2: field, value, field, value, …
+            else:
+                values = list(hash_reply(reply, skipped, key_of(command)).values())
+            for value in values:
                 entry = (identity, value)
                 job = previous[entry] if entry in previous else decode_work_entry(*entry)
                 current[entry] = job
                 if isinstance(job, RunningJob):
                     running.append(job)
                 else:
-                    skipped.skip(job, key)
+                    skipped.skip(job, key_of(command))
     return samples, running
 
 
