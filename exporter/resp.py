@@ -100,6 +100,10 @@ class PackCache:
     def next_poll(self) -> None:
         self._previous, self._current = self._current, {}
 
+    def settle(self) -> None:
+        """The poll is over: its own sections are all the next one can reuse."""
+        self._previous = {}
+
     def section(
         self, name: str, inputs: object, build: Callable[[], list[Command]]
     ) -> tuple[list[Command], bytes]:

@@ -465,6 +465,9 @@ def test_queues_memo_decodes_a_tail_once_and_counts_its_skip_every_poll(
 
     first = poll(good, bad)
     assert first == ([("a", NOW - 3), ("b", None)], {decode.INVALID_JOB: 1})
+    memo.settle()  # the end of a poll: its own entries stay, the one before goes
+    assert memo.previous == {}
+    assert len(memo.current) == 2
     assert poll(good, bad) == first  # the skip counted again, from the memo
     assert len(decoded) == 2
     moved = job(enqueued_at=NOW - 1)

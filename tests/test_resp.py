@@ -146,6 +146,7 @@ def test_pack_cache_reuses_a_section_only_while_its_inputs_stay() -> None:
 
     first = section(["a", "b"])
     assert first == ([("LLEN", "queue:a"), ("LLEN", "queue:b")], resp.pack_commands(first[0]))
+    cache.settle()  # the end of a poll: what it sent stays for the next one
     cache.next_poll()
     assert section(["a", "b"]) == first  # equal inputs (a new list): the same bytes, not built
     assert len(built) == 1

@@ -458,6 +458,10 @@ class Memo(Generic[K, V]):
     def next_poll(self) -> None:
         self.previous, self.current = self.current, {}
 
+    def settle(self) -> None:
+        """The poll is over: its own entries are all the next one can use."""
+        self.previous = {}
+
 
 # A `j|…` hash's fields (RESP2's flat reply) → its classes and how many fields were malformed.
 MetricsMemo = Memo[tuple[object, ...], tuple[dict[str, list[int]], int] | None]
@@ -498,8 +502,15 @@ class Memos:
     minutes: MinuteMemo = field(default_factory=Memo)
 
     def next_poll(self) -> None:
-        for memo in (self.tails, self.work, self.infos, self.metrics, self.minutes):
+        for memo in self._all():
             memo.next_poll()
+
+    def settle(self) -> None:
+        for memo in self._all():
+            memo.settle()
+
+    def _all(self) -> tuple[Memo[Any, Any], ...]:
+        return (self.tails, self.work, self.infos, self.metrics, self.minutes)
 
 
 # The debug log names the keys of the first few items skipped in a poll; the counter counts all.

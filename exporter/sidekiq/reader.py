@@ -179,6 +179,8 @@ class Reader:
         minutes = minute_starts(now_hint, count)
         first = await self._round_trip_1(poll, now_hint, minutes)
         second = await self._round_trip_2(poll, first)
+        self._packs.settle()  # hold one poll's requests and replies between polls, not two
+        self._memos.settle()
         return Sample(
             redis_time=first.now,
             processed=first.processed,
