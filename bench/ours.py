@@ -20,7 +20,7 @@ from exporter.derive import DeriveConfig, Deriver
 from exporter.exposition import ExpositionWriter
 from exporter.model import Sample, Snapshot
 from exporter.render_cache import Writable, rendered
-from exporter.resp import Command
+from exporter.resp import Command, ReadBudget
 from exporter.sidekiq import reader as reader_module
 from exporter.sidekiq.reader import Reader
 from exporter.store import Store, TargetStatus
@@ -93,10 +93,13 @@ async def _capture(url: str) -> list[list[Command]]:
     original = reader_module.round_trip
 
     async def recording(
-        client: object, commands: Sequence[Command], packed: bytes | None = None
+        client: object,
+        commands: Sequence[Command],
+        packed: bytes | None = None,
+        budget: ReadBudget | None = None,
     ) -> list[object]:
         batches.append(list(commands))
-        return await original(client, commands, packed)  # type: ignore[arg-type]
+        return await original(client, commands, packed, budget)  # type: ignore[arg-type]
 
     client = create_redis_client(target(url), timeout=60.0)
     try:

@@ -9,7 +9,7 @@ Method (the numbers in docs/queue-slas.md come from this script):
    C job classes with per-minute metrics and histograms).
 2. Poll it with the daemon's own client (`exporter.connection.create_redis_client`) and
    reader, with the metrics window a 1 s poll interval uses. Two warm-up polls first, so the
-   connection set-up (HELLO/CLIENT SETINFO, the BITFIELD_RO probe) is not counted.
+   connection set-up is not counted.
 3. Read `INFO stats` `total_net_input_bytes` / `total_net_output_bytes` (bytes Redis received
    from / sent to all clients) on a second connection before and after `POLLS` polls; subtract
    the bytes of the `INFO` exchange itself, measured the same way with no poll in between.

@@ -81,6 +81,8 @@ class Deriver:
         # minute key -> class -> last (executions, failures, ms, histogram) seen
         self._seen: dict[str, dict[str, tuple[int, int, int, tuple[int, ...]]]] = {}
         self._minute_start: dict[str, int] = {}  # minute key -> epoch start of that minute
+        # minute key -> the classes (the very tuple) and exported set it was last counted with
+        self._counted: dict[str, tuple[tuple[ClassMinute, ...], frozenset[str]]] = {}
         # Minutes starting before this were forgotten: never counted again (only ever grows).
         self._forgotten_before: int | None = None
         self._baseline_taken = False  # the first sample is a baseline (see the module doc)
@@ -157,6 +159,7 @@ class Deriver:
         for key, minute_start in list(self._minute_start.items()):
             if minute_start < forgotten_before:
                 del self._seen[key], self._minute_start[key]
+                self._counted.pop(key, None)
         return [m for m in sample.metrics_minutes if m.minute_start >= forgotten_before]
 
     def _accumulate_job_metrics(
@@ -166,6 +169,13 @@ class Deriver:
         self._baseline_taken = True
         permitted, fits = self.classes.permitted, self.classes.fits
         for minute in minutes:
+            # The very classes of the last poll (the reader hands a minute read as before as
+            # the same tuple), under the same exported classes (a release changes them):
+            # nothing to add or change.
+            last = self._counted.get(minute.key)
+            if last is not None and last[0] is minute.classes and last[1] == exported:
+                continue
+            self._counted[minute.key] = (minute.classes, exported)
             seen = self._seen.setdefault(minute.key, {})
             self._minute_start[minute.key] = minute.minute_start
             for class_minute in minute.classes:

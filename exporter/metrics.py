@@ -119,8 +119,7 @@ ROUND_TRIPS: Final = Family(
     _TARGET,
     "round trips",
     EXPORTER_ITSELF,
-    "2, plus one per extra SSCAN page of a set over ~50,000 members and one the first time a "
-    "server refuses BITFIELD_RO.",
+    "2, plus one per extra SSCAN page of a set over ~50,000 members.",
 )
 SKIPPED_ITEMS: Final = Family(
     "sidekiq_exporter_skipped_items_total",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Sidekiq's execution-time histogram: 26 buckets with these exclusive upper bounds in
 # milliseconds, the last one unbounded (`lib/sidekiq/metrics/shared.rb`, 6.5.2 through 8.1).
@@ -29,9 +30,11 @@ def clamp_age(now: float, then: float | None) -> float:
     return max(0.0, now - then)
 
 
-@dataclass(frozen=True, slots=True)
-class QueueSample:
-    """One queue: its size and the timestamp of its oldest job (the next one to run)."""
+class QueueSample(NamedTuple):
+    """One queue: its size and the timestamp of its oldest job (the next one to run).
+
+    A named tuple, not a frozen dataclass like the others: as immutable, and built in a third
+    of the time, which counts at one per queue and poll (10,000 queues: ~5 ms a poll)."""
 
     name: str
     size: int

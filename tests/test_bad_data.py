@@ -8,7 +8,7 @@ touches is given every wrong Redis type.
 The world tests go through the whole poll path as the daemon wires it (Reader, Deriver, Poller,
 collector, text exposition; tests/support/pipeline.py) on fakeredis, and check each skip reason
 against what was planted: items built to be invalid must all be counted, valid ones never,
-random ones may be either. One check runs on a real redis-server (its BITFIELD_RO path).
+random ones may be either. One check runs on a real redis-server.
 """
 
 from __future__ import annotations
@@ -249,13 +249,6 @@ def test_histogram_string_never_raises(raw: bytes | None) -> None:
     else:
         assert len(result) == HISTOGRAM_BUCKETS
         assert all(0 <= count < 2**16 for count in result)
-
-
-@FAST
-@given(reply=JSON_VALUES | st.lists(st.integers() | st.binary(max_size=4), max_size=30))
-def test_histogram_bitfield_reply_never_raises(reply: object) -> None:
-    result = decode.decode_histogram_bitfield(reply)
-    assert isinstance(result, Skip) or len(result) == HISTOGRAM_BUCKETS
 
 
 # --- whole polls on fakeredis: planted garbage is counted, valid data never ------------------

@@ -20,7 +20,7 @@ from tests.support.redis_server import RedisServer, free_port
 MINIMAL_ACL = (
     "resetkeys ~* resetchannels -@all +ping +time +info +select +client|setname "
     "+sscan +smembers +scard +sismember +scan +exists +type +ttl +llen +lindex +lrange "
-    "+get +mget +zcard +zcount +zrange +hget +hmget +hgetall +hlen +bitfield_ro"
+    "+get +mget +zcard +zcount +zrange +hget +hmget +hgetall +hlen"
 )
 
 

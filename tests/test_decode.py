@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from exporter.model import HISTOGRAM_BUCKETS, CronJobSample, ProcessSample, RunningJob
+from exporter.model import (
+    HISTOGRAM_BUCKETS,
+    ClassMinute,
+    CronJobSample,
+    ProcessSample,
+    RunningJob,
+)
 from exporter.sidekiq import decode
 from exporter.sidekiq.decode import Skip
 
@@ -225,12 +231,11 @@ def test_metrics_fields_by_class_and_malformed_count() -> None:
     assert malformed == 3
 
 
-def test_histogram_get_and_bitfield_agree() -> None:
+def test_histogram_bytes_are_big_endian_u16s() -> None:
     counts = [index * 7 % 65536 for index in range(HISTOGRAM_BUCKETS)]
     counts[3] = 65535
     raw = b"".join(c.to_bytes(2, "big") for c in counts)
     assert decode.decode_histogram_bytes(raw) == tuple(counts)
-    assert decode.decode_histogram_bitfield(counts) == tuple(counts)
 
 
 def test_histogram_short_string_pads_with_zero() -> None:
@@ -240,8 +245,6 @@ def test_histogram_short_string_pads_with_zero() -> None:
 
 def test_histogram_malformed() -> None:
     assert decode.decode_histogram_bytes(b"x" * 1000) == Skip(decode.INVALID_METRIC)
-    assert decode.decode_histogram_bitfield([1, 2]) == Skip(decode.INVALID_METRIC)
-    assert decode.decode_histogram_bitfield(["a"] * 26) == Skip(decode.INVALID_METRIC)
 
 
 # --- whole replies: each reader section's slice ----------------------------------------------
@@ -333,15 +336,13 @@ def test_skipped_keys_are_kept_for_the_first_few_items_only() -> None:
     assert len(skipped.examples) == decode.MAX_SKIPPED_KEYS
 
 
-def test_histogram_reply_unreadable_is_none_and_bitfield_refusal_is_recognised() -> None:
+def test_histogram_reply_unreadable_is_none() -> None:
     skipped = decode.Skipped()
-    assert decode.histogram(ResponseError("ERR x"), False, skipped) is None
-    assert decode.histogram([1] * HISTOGRAM_BUCKETS, False, skipped) == (1,) * HISTOGRAM_BUCKETS
-    assert decode.histogram(None, True, skipped) == (0,) * HISTOGRAM_BUCKETS  # GET of no key
-    assert decode.bitfield_ro_refused([ResponseError("ERR unknown command 'BITFIELD_RO'")])
-    assert decode.bitfield_ro_refused([ResponseError("NOPERM this user has no permissions")])
-    assert not decode.bitfield_ro_refused([ResponseError("WRONGTYPE x")])
-    assert skipped == {decode.COMMAND_ERROR: 1}
+    assert decode.histogram(ResponseError("ERR x"), skipped) is None
+    assert decode.histogram(b"\x00\x01" * HISTOGRAM_BUCKETS, skipped) == (1,) * HISTOGRAM_BUCKETS
+    assert decode.histogram(None, skipped) == (0,) * HISTOGRAM_BUCKETS  # GET of no key
+    assert decode.histogram(b"x" * 1000, skipped, "h") is None
+    assert skipped == {decode.COMMAND_ERROR: 1, decode.INVALID_METRIC: 1}
 
 
 # --- sidekiq-cron -------------------------------------------------------------------------------
@@ -429,3 +430,171 @@ def test_namespace_page_and_leader_replies() -> None:
     assert decode.text_reply(b"host:1:0123456789ab", skipped) == "host:1:0123456789ab"
     assert decode.text_reply(None, skipped) is None
     assert skipped == {decode.COMMAND_ERROR: 1}
+
+
+# --- memos: a reply read again is not decoded again, and decodes the same --------------------
+
+
+def _copy(raw: bytes) -> bytes:
+    return bytes(bytearray(raw))  # equal, not the same object: as the next poll's reply is
+
+
+def test_queues_memo_decodes_a_tail_once_and_counts_its_skip_every_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[bytes] = []
+    original = decode.oldest_job_timestamp
+
+    def counting(raw: bytes | None) -> float | Skip | None:
+        decoded.append(bytes(raw or b""))
+        return original(raw)
+
+    monkeypatch.setattr(decode, "oldest_job_timestamp", counting)
+    memo: decode.Memo[bytes, float | Skip | None] = decode.Memo()
+    commands = [("LLEN", "queue:a"), ("LINDEX", "queue:a", -1)] * 2
+    good, bad = job(enqueued_at=NOW - 3), b"{"
+
+    def poll(tail_a: bytes, tail_b: bytes) -> tuple[list[tuple[str, float | None]], decode.Skipped]:
+        memo.next_poll()
+        skipped = decode.Skipped()
+        replies = [1, _copy(tail_a), 1, _copy(tail_b)]
+        queues, _ = decode.queues(
+            ["a", "b"], frozenset("ab"), set(), replies, skipped, commands, memo
+        )
+        return [(q.name, q.oldest_job_timestamp) for q in queues], skipped
+
+    first = poll(good, bad)
+    assert first == ([("a", NOW - 3), ("b", None)], {decode.INVALID_JOB: 1})
+    memo.settle()  # the end of a poll: its own entries stay, the one before goes
+    assert memo.previous == {}
+    assert len(memo.current) == 2
+    assert poll(good, bad) == first  # the skip counted again, from the memo
+    assert len(decoded) == 2
+    moved = job(enqueued_at=NOW - 1)
+    assert poll(moved, bad)[0] == [("a", NOW - 1), ("b", None)]  # a new tail: decoded
+    assert decoded[2:] == [moved]
+    memo.next_poll()
+    memo.next_poll()  # a poll that did not read them: forgotten
+    poll(moved, bad)
+    assert len(decoded) == 5
+
+
+def test_work_memo_gives_the_same_running_jobs() -> None:
+    info = json.dumps({"hostname": "h", "queues": ["default"], "concurrency": 5}).encode()
+    fields = [info, None, b"1", b"1755450000.5", None, b"100", b"300"]
+    entry = work({"class": "J"})
+    commands = [("HMGET", "p"), ("HGETALL", "p:work"), ("HGETALL", "p:workers")]
+    memo: decode.Memo[tuple[str, bytes], RunningJob | Skip] = decode.Memo()
+    results = []
+    for _ in range(2):
+        memo.next_poll()
+        skipped = decode.Skipped()
+        replies = [fields, [b"t1", _copy(entry), b"t2", b"{"], []]
+        results.append(decode.processes(["p"], replies, skipped, commands, memo)[1])
+        assert skipped == {decode.INVALID_WORK: 1}
+        assert len(memo.current) == 2
+    assert results[0] == results[1] == [RunningJob("p", "default", "J", 1755450001.0)]
+    assert results[1][0] is results[0][0]  # from the memo
+
+
+def test_metrics_memo_returns_the_same_classes_and_counts_malformed_fields_every_poll() -> None:
+    memo: decode.MetricsMemo = decode.Memo()
+    reply = [b"A|p", b"4", b"A|ms", b"40", b"bad", b"1"]
+    seen = []
+    for _ in range(2):
+        memo.next_poll()
+        skipped = decode.Skipped()
+        seen.append(decode.metrics_hash([_copy(r) for r in reply], skipped, "j|x", memo))
+        assert skipped == {decode.INVALID_METRIC: 1}
+    assert seen[0] == {"A": [4, 0, 40]}
+    assert seen[1] is seen[0]
+    memo.next_poll()
+    changed = decode.metrics_hash([b"A|p", b"5"], decode.Skipped(), "j|x", memo)
+    assert changed == {"A": [5, 0, 0]}
+    assert decode.metrics_hash([[b"nested"]], decode.Skipped(), "j|x", memo) is None  # no raise
+
+
+def test_minute_memo_needs_the_same_decoded_hash_and_no_skip() -> None:
+    memo: decode.MinuteMemo = decode.Memo()
+    by_class = {"A": [4, 0, 40], "B": [1, 1, 0]}
+    full = bytes(range(2 * HISTOGRAM_BUCKETS))
+    commands = [("GET", "A-1-00:0"), ("GET", "B-1-00:0")]
+
+    def minute(
+        classes: dict[str, list[int]], replies: list[object]
+    ) -> tuple[tuple[ClassMinute, ...], decode.Skipped]:
+        memo.next_poll()
+        skipped = decode.Skipped()
+        return decode.class_minutes(classes, replies, skipped, commands, memo), skipped
+
+    first, _ = minute(by_class, [_copy(full), b"\x00\x02"])
+    assert first == (
+        ClassMinute("A", 4, 0, 40, tuple(256 * full[i] + full[i + 1] for i in range(0, 52, 2))),
+        ClassMinute("B", 1, 1, 0, (2,) + (0,) * (HISTOGRAM_BUCKETS - 1)),
+    )
+    again, _ = minute(by_class, [_copy(full), b"\x00\x02"])
+    assert again is first
+    other = {"A": [5, 0, 50], "B": [1, 1, 0]}  # the hash changed, the histograms did not
+    assert minute(other, [_copy(full), b"\x00\x02"])[0][0].executions == 5
+    bad = [full, b"x" * 1000]  # a skipped histogram: counted every poll, never memoized
+    for _ in range(2):
+        minute_, skipped = minute(other, bad)
+        assert minute_[1].histogram is None
+        assert skipped == {decode.INVALID_METRIC: 1}
+
+
+@pytest.mark.parametrize("size_of_c", [2, ResponseError("WRONGTYPE x")])
+def test_queues_with_every_tail_read_decode_as_one_by_one(size_of_c: object) -> None:
+    # Every tail read (no queue limit) takes a path per queue in C, unless a reply is not of
+    # its usual type; both give what the queue-by-queue loop gives.
+    names = ["a", "b", "c", "d"]
+    commands = [(c, f"queue:{n}", *a) for n in names for c, a in (("LLEN", ()), ("LINDEX", (-1,)))]
+    replies = [5, job(enqueued_at=NOW - 3), 0, None, size_of_c, b"{", 1, job()]
+    skipped = decode.Skipped()
+    queues, enqueued = decode.queues(names, frozenset(names), {"b"}, replies, skipped, commands)
+    assert queues == [
+        ("a", 5, NOW - 3, False),
+        ("b", 0, None, True),
+        ("c", size_of_c if isinstance(size_of_c, int) else 0, None, False),
+        ("d", 1, None, False),
+    ]
+    assert enqueued == 6 + (size_of_c if isinstance(size_of_c, int) else 0)
+    reasons = [reason for reason, _ in skipped.examples]
+    assert reasons == ([] if isinstance(size_of_c, int) else [decode.WRONG_TYPE]) + [
+        decode.INVALID_JOB
+    ]
+    assert skipped.examples[-1] == (decode.INVALID_JOB, "queue:c")
+
+
+def test_process_info_memo_reads_each_beat_and_decodes_info_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[bytes] = []
+    original = decode.process_info
+
+    def counting(info: bytes, concurrency: bytes | None) -> decode.ProcessInfo | Skip:
+        decoded.append(info)
+        return original(info, concurrency)
+
+    monkeypatch.setattr(decode, "process_info", counting)
+    infos: decode.InfoMemo = decode.Memo()
+    info = json.dumps({"hostname": "h", "queues": ["a"], "concurrency": 5, "started_at": NOW})
+    too_early = json.dumps({"queues": ["a"], "concurrency": 5, "started_at": 5})
+
+    def read(raw: str, beat: float, busy: bytes = b"1") -> ProcessSample | Skip | None:
+        infos.next_poll()
+        fields = [_copy(raw.encode()), None, busy, repr(beat).encode(), None, b"100", b"300"]
+        return decode.decode_process("p", fields, infos)
+
+    first, second = read(info, NOW), read(info, NOW + 10)
+    assert isinstance(first, ProcessSample)
+    assert isinstance(second, ProcessSample)
+    assert (first.heartbeat_timestamp, second.heartbeat_timestamp) == (NOW, NOW + 10)
+    assert len(decoded) == 1
+    assert second == decode.decode_process(
+        "p", [info.encode(), None, b"1", repr(NOW + 10).encode(), None, b"100", b"300"]
+    )
+    assert read(info, NOW, busy=b"x") == Skip(decode.INVALID_PROCESS)  # a beat field, each time
+    assert read(info, 5.0) == Skip(decode.INVALID_TIMESTAMP)
+    assert read(too_early, NOW) == read(too_early, NOW) == Skip(decode.INVALID_TIMESTAMP)
+    assert len(decoded) == 3  # one more without the memo, one for `too_early`

@@ -27,7 +27,6 @@ async def test_simulation_feeds_every_family() -> None:
     start = 1_755_450_000.0 + 200
     assert start % 300 == 200
     reader, derive = Reader(), Deriver("demo")
-    reader.histograms_by_get = True  # fakeredis has no BITFIELD_RO
     client = fakeredis.FakeAsyncRedis(server=server)
     derive(await reader.read(client, start))  # the first poll is the per-class baseline
     for second in range(0, 120):

@@ -427,3 +427,52 @@ def test_a_tick_is_computed_again_only_when_the_job_enqueues_or_its_line_changes
         schedules(derive, T0 + 62, cron("tick", "* * * * *", T0 + 61))
         schedules(derive, T0 + 70, cron("tick", "*/2 * * * *", T0 + 61))
         assert parse.call_count == 3
+
+
+def test_a_minute_handed_again_as_the_same_tuple_counts_as_a_new_equal_one() -> None:
+    # The reader hands a minute read as before as the very same tuple of classes, and derive
+    # skips it then: through slot turnover, re-reads and growth, the totals must be those of
+    # equal but new tuples.
+    from exporter.model import RunningJob
+
+    config = DeriveConfig(metrics_window_minutes=10)  # a minute read again for 10 minutes
+    fresh = started(config, classes=JobClassSelector("main", limit=2))
+    reused = started(config, classes=JobClassSelector("main", limit=2))
+    tuples: dict[tuple[str, tuple[ClassMinute, ...]], tuple[ClassMinute, ...]] = {}
+
+    def same_tuples(s: Sample) -> Sample:
+        minutes = tuple(
+            replace(m, classes=tuples.setdefault((m.key, m.classes), m.classes))
+            for m in s.metrics_minutes
+        )
+        return replace(s, metrics_minutes=minutes)
+
+    old = minute(T0, cm("OldA", 1), cm("OldB", 1))
+    steps = [sample(T0 + 5, old), sample(T0 + 10, old)]
+    ran: dict[float, int] = {}
+    for step in range(1, 60):  # the old classes idle, new ones run: their slots turn over
+        now = T0 + 5 + 10 * step
+        bucket = now // 60 * 60
+        if step % 3:  # a re-read every third poll, else one more execution
+            ran[bucket] = ran.get(bucket, 0) + 1
+        window = [b for b in ran if b >= bucket - 120]
+        steps.append(
+            replace(
+                sample(
+                    now, *(minute(b, cm("NewA", ran[b]), cm("NewB", 2 * ran[b])) for b in window)
+                ),
+                running_jobs=(RunningJob("id", "default", "NewA", now - 1),),
+            )
+        )
+    # A slot freed while a minute stays as it was: "A" (only running) idles out, and "C",
+    # dropped so far, gets its slot while its minute is read again unchanged.
+    still = minute(T0 + 600, cm("B", 1), cm("C", 1))
+    steps.append(
+        replace(sample(T0 + 605, still), running_jobs=(RunningJob("id", "default", "A", T0),))
+    )
+    steps += [sample(T0 + 605 + 10 * step, still) for step in range(1, 40)]
+    for s in steps:
+        a, b = fresh(replace(s)), reused(same_tuples(s))
+        assert a.job_classes == b.job_classes
+        assert a.skipped == b.skipped
+    assert set(a.job_classes) == {"B", "C"}

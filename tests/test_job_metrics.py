@@ -4,8 +4,8 @@ Cheapest first:
 1. Key names of both families across minute, hour, UTC midnight, month and year boundaries,
    checked against docs/redis-layout.md's literal formats (§6.3), not against `KeyNames`.
 2. Histograms on a real redis-server, written as Sidekiq writes them (`BITFIELD … OVERFLOW SAT
-   INCRBY u16 #i n`, saturating at 65,535) and read back by the Reader through `BITFIELD_RO`
-   and through its `GET` fallback (BITFIELD_RO refused by the ACL, or unknown): same numbers.
+   INCRBY u16 #i n`, saturating at 65,535) and read back by the Reader with `GET`, as the
+   read-only ACL user and on a Redis without `BITFIELD_RO`: the numbers `BITFIELD_RO` reads.
 3. 8.x and mixed 7/8 fixtures from the layout doc (`SidekiqWriter`) on fakeredis, through Reader →
    Deriver → collector, across UTC midnight: both families added, late flushes, re-reads,
    forgetting, the first-poll baseline.
@@ -352,41 +352,39 @@ def write_both_families(server: RedisServer, minute: datetime) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("refusal", ["acl", "unknown_command"])
-async def test_reader_bitfield_ro_and_get_fallback_read_the_same(
-    redis_server: RedisServer, refusal: str
+@pytest.mark.parametrize("server_kind", ["acl", "no_bitfield_ro"])
+async def test_reader_reads_histograms_by_get_as_bitfield_ro_reads_them(
+    redis_server: RedisServer, server_kind: str
 ) -> None:
     with ExitStack() as stack:
-        if refusal == "acl":
-            # The read-only ACL user of docs/redis-layout.md §11 without `+bitfield_ro`: NOPERM.
+        if server_kind == "acl":
+            # The read-only ACL user of docs/redis-layout.md §11, which grants no BITFIELD_RO.
             server = redis_server
-            grants = [c for c in EXPORTER_ACL_COMMANDS if c != "+bitfield_ro"]
-            server.execute("ACL", "SETUSER", "nobf", "on", ">pw", "%R~*", "-@all", *grants)
-            refused_url = f"redis://nobf:pw@127.0.0.1:{server.port}/0"
+            server.execute(
+                "ACL", "SETUSER", "ro", "on", ">pw", "%R~*", "-@all", *EXPORTER_ACL_COMMANDS
+            )
+            url = f"redis://ro:pw@127.0.0.1:{server.port}/0"
         else:
-            # A Redis without the command (as before 6.0): "ERR unknown command".
+            # A Redis without the command (as before 6.0).
             server = stack.enter_context(RedisServer("--rename-command", "BITFIELD_RO", '""'))
-            refused_url = server.url
+            url = server.url
         now = redis_now(server)
         minute = datetime.fromtimestamp(int(now // 60) * 60, UTC)
         write_both_families(server, minute)
 
-        direct = Reader()
-        if refusal == "acl":
-            sample = await read_once(server.url, direct, now)
-            assert not direct.histograms_by_get
-            assert sample.round_trips == 2
-        fallback = Reader()
-        first = await read_once(refused_url, fallback, now)
-        assert fallback.histograms_by_get
-        assert first.round_trips == 3  # BITFIELD_RO refused: the same keys again with GET
-        again = await read_once(refused_url, fallback, now)
-        assert again.round_trips == 2  # from then on GET straight away
-        assert first.skipped == again.skipped == {}
-        assert by_class(first) == by_class(again)
+        first = await read_once(url, Reader(), now)
+        assert first.round_trips == 2
+        assert first.skipped == {}
         read = by_class(first)
-        if refusal == "acl":
-            assert by_class(sample) == read  # BITFIELD_RO and GET agree
+        if server_kind == "acl":  # the oracle: what Sidekiq's own BITFIELD_RO reads
+            for key, job_class in (
+                (v7_histogram("HardJob", minute), "HardJob"),
+                (v7_histogram("Old::Job", minute), "Old::Job"),
+            ):
+                assert read[v7_minute(minute)][job_class][3] == tuple(bitfield_ro(server, key))
+            assert read[v8_minute(minute)]["HardJob"][3] == tuple(
+                bitfield_ro(server, v8_histogram("HardJob", minute))
+            )
         assert read[v7_minute(minute)]["HardJob"] == (
             TRUE_SUCCESSES_V7 + 2,
             2,
@@ -447,8 +445,7 @@ async def test_v8_and_mixed_minutes_across_midnight(v8: str) -> None:
         assert sync.exists(key), key
 
     sample = await reader.read(client, now + 10)
-    assert reader.histograms_by_get  # fakeredis has no BITFIELD_RO: the GET fallback ran
-    assert sample.round_trips == 3
+    assert sample.round_trips == 2
     assert {m.key for m in sample.metrics_minutes} == {
         "j|250213|23:59",
         "j|250214|0:00",
@@ -740,17 +737,21 @@ def test_observed_layout_of_sidekiq_7_3_2(sidekiq_run: SidekiqRun) -> None:
 
 
 @pytest.mark.integration
-async def test_readers_agree_on_real_sidekiq_data(sidekiq_run: SidekiqRun) -> None:
+async def test_reader_agrees_with_bitfield_ro_on_real_sidekiq_data(
+    sidekiq_run: SidekiqRun,
+) -> None:
     server = sidekiq_run.server
     now = redis_now(server)
-    by_bitfield, by_get = Reader(metrics_window_minutes=10), Reader(metrics_window_minutes=10)
-    by_get.histograms_by_get = True
-    first = await read_once(server.url, by_bitfield, now)
-    second = await read_once(server.url, by_get, now)
-    assert not by_bitfield.histograms_by_get
-    assert by_class(first) == by_class(second)
-    assert sum(len(m.classes) for m in first.metrics_minutes) >= len(EXPECTED)
-    assert first.skipped == second.skipped == {}
+    sample = await read_once(server.url, Reader(metrics_window_minutes=10), now)
+    compared = 0
+    for minute in sample.metrics_minutes:
+        t = datetime.fromtimestamp(minute.minute_start, UTC)
+        for read in minute.classes:
+            key = v7_histogram(read.job_class, t)  # what Sidekiq 7.3's own Query reads
+            assert read.histogram == tuple(bitfield_ro(server, key)), key
+            compared += 1
+    assert compared >= len(EXPECTED)
+    assert sample.skipped == {}
 
 
 @pytest.mark.integration

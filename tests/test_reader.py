@@ -139,8 +139,7 @@ async def test_reads_every_generation(
         assert hard.histogram[5] == 5
         assert sum(hard.histogram) == 35
     assert sample.skipped == {}
-    # 2, plus a one-off GET fallback for histograms: fakeredis has no BITFIELD_RO.
-    assert sample.round_trips == (2 if version == V6_4_1 else 3)
+    assert sample.round_trips == 2
 
 
 async def test_round_trips_do_not_grow_with_queues_processes_or_jobs(
@@ -149,7 +148,6 @@ async def test_round_trips_do_not_grow_with_queues_processes_or_jobs(
     writer = SidekiqWriter(sync_client, V7)
     now = redis_now(sync_client)
     reader = Reader()
-    reader.histograms_by_get = True  # fakeredis lacks BITFIELD_RO; keep the count honest
 
     async def read() -> Sample:
         return await reader.read(client, now)
@@ -289,7 +287,6 @@ async def test_unreadable_histogram_is_none_and_counts_are_kept(
     writer.metrics(minute_of(now), "A", executions=4, milliseconds=40)
     sync_client.lpush(writer.keys.histogram_v7("A", minute_of(now)), "not a string")
     reader = Reader()
-    reader.histograms_by_get = True  # fakeredis lacks BITFIELD_RO
     sample = await reader.read(client, now)
     (minute,) = sample.metrics_minutes
     (a,) = minute.classes
@@ -305,7 +302,6 @@ async def test_metrics_window_widens_after_a_gap_between_reads(
     twenty_minutes_ago = minute_of(now - 20 * 60)
     writer.metrics(twenty_minutes_ago, "A", executions=3)
     reader = Reader(metrics_window_minutes=3)
-    reader.histograms_by_get = True  # fakeredis lacks BITFIELD_RO
     assert (await reader.read(client, now, since=now - 10)).metrics_minutes == ()
     after_gap = await reader.read(client, now, since=now - 30 * 60)
     assert [m.minute_start for m in after_gap.metrics_minutes] == [
@@ -379,3 +375,46 @@ async def test_without_cron_no_cron_command_is_sent(
     assert on.cron_jobs
     # SSCAN + SCARD of `cron_jobs` and `cron_jobs:default`, a SCAN page, one HMGET.
     assert on.commands - off.commands == 6
+
+
+def _facts(sample: Sample) -> tuple[object, ...]:
+    return (
+        sample.queues,
+        sample.processes,
+        sample.running_jobs,
+        sample.metrics_minutes,
+        sample.skipped,
+        sample.commands,
+    )
+
+
+@pytest.mark.parametrize("version", [V7, V8_1_2])
+async def test_a_reader_that_polled_before_reads_what_a_new_one_reads(
+    version: str, sync_client: redis.Redis, client: fakeredis.FakeAsyncRedis
+) -> None:
+    # The reader reuses request bytes and decoded replies of its last poll: whatever changed
+    # since must show exactly as a reader that never polled sees it.
+    writer = SidekiqWriter(sync_client, version)
+    now = redis_now(sync_client)
+    populate(writer, now)
+    writer.push("broken", b"{")
+    reader = Reader()
+    for _ in range(2):
+        assert _facts(await reader.read(client, now)) == _facts(await Reader().read(client, now))
+    changes = [
+        lambda: sync_client.rpop(writer.keys.queue("default")),  # a new oldest job
+        lambda: writer.push("new_queue", writer.job("J", enqueued_at=now - 7)),
+        lambda: writer.work(
+            "worker-2:2:bbbbbbbbbbbb", "t9", "default", writer.job("Other"), run_at=now - 1
+        ),
+        lambda: writer.metrics(minute_of(now), "HardJob", executions=2),  # same histogram
+        lambda: writer.metrics(minute_of(now), "HardJob", executions=0, histogram={3: 1}),
+        lambda: writer.metrics(minute_of(now), "NewJob", executions=1, histogram={1: 1}),
+        lambda: sync_client.srem(writer.keys.processes, "gone:3:cccccccccccc"),
+    ]
+    for change in changes:
+        change()
+        again = await reader.read(client, now)
+        assert _facts(again) == _facts(await Reader().read(client, now))
+        assert again.skipped == {decode.INVALID_JOB: 1}  # counted in every poll
+    assert {q.name for q in again.queues} >= {"new_queue", "broken"}

@@ -62,7 +62,7 @@ EXPORTER_USER = "sidekiq_exporter"
 # which redis-py sends on connect for a database other than 0. AUTH needs no grant.
 EXPORTER_ACL_COMMANDS = (
     "+time", "+select", "+scan", "+sscan", "+scard", "+smembers", "+get", "+llen", "+lindex",
-    "+zcard", "+zcount", "+zrange", "+hmget", "+hgetall", "+bitfield_ro",
+    "+zcard", "+zcount", "+zrange", "+hmget", "+hgetall",
 )  # fmt: skip
 EXPORTER_ACL = ("resetkeys", "%R~*", "resetchannels", "-@all", *EXPORTER_ACL_COMMANDS)
 SENT_ON_CONNECT = {"AUTH", "SELECT"}

@@ -131,3 +131,32 @@ def test_read_budget_spans_the_round_trips_of_a_poll() -> None:
         budget.spend(1)
     # A connection error to the poller: the poll fails like any lost connection.
     assert issubclass(ReplyTooLarge, RedisConnectionError)
+
+
+def test_pack_cache_reuses_a_section_only_while_its_inputs_stay() -> None:
+    cache = resp.PackCache()
+    built: list[list[str]] = []
+
+    def section(names: list[str]) -> tuple[list[resp.Command], bytes]:
+        def build() -> list[resp.Command]:
+            built.append(names)
+            return [("LLEN", f"queue:{name}") for name in names]
+
+        return cache.section("queues", names, build)
+
+    first = section(["a", "b"])
+    assert first == ([("LLEN", "queue:a"), ("LLEN", "queue:b")], resp.pack_commands(first[0]))
+    cache.settle()  # the end of a poll: what it sent stays for the next one
+    cache.next_poll()
+    assert section(["a", "b"]) == first  # equal inputs (a new list): the same bytes, not built
+    assert len(built) == 1
+    cache.next_poll()
+    changed = section(["a", "c"])
+    assert (
+        changed[1] == b"*2\r\n$4\r\nLLEN\r\n$7\r\nqueue:a\r\n*2\r\n$4\r\nLLEN\r\n$7\r\nqueue:c\r\n"
+    )
+    assert len(built) == 2
+    cache.next_poll()
+    cache.next_poll()  # a poll without the section forgets it
+    section(["a", "c"])
+    assert len(built) == 3

@@ -2,7 +2,8 @@
 process hashes, work entries, metric hashes and histograms, sidekiq-cron's sets and job hashes,
 and each reader section's slice.
 
-Bad data never raises: it becomes a `Skip` with a reason, counted. Talks to no Redis.
+Bad data never raises: it becomes a `Skip` with a reason, counted. Talks to no Redis. A `Memo`
+keeps for one poll what a decoder made of each exact reply (the same value, in less time).
 Section numbers (§) refer to `docs/redis-layout.md`.
 """
 
@@ -13,9 +14,9 @@ import math
 import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from redis.exceptions import ResponseError
 
@@ -27,6 +28,9 @@ from exporter.model import (
     QueueSample,
     RunningJob,
 )
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # Skip reasons: the values of `sidekiq_exporter_skipped_items_total{reason}`.
 INVALID_JOB = "invalid_job"  # queue tail that is not a JSON object, or a bad timestamp in it
@@ -227,15 +231,22 @@ def _capacity_by_queue(info: Mapping[str, Any], concurrency: int) -> dict[str, i
     return dict.fromkeys(queue_names, concurrency)
 
 
-def decode_process(identity: str, fields: Sequence[bytes | None]) -> ProcessSample | Skip | None:
-    """One process from `HMGET <id> info concurrency busy beat quiet rss rtt_us`.
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """What a process hash's `info` and `concurrency` fields tell: they change when the process
+    restarts (8.1.2+: when its concurrency changes), not at every beat."""
 
-    None when `info` is missing: the hash expired and the `processes` member is stale (§5.5),
-    which Sidekiq's own `ProcessSet#each` also skips.
-    """
-    info_raw, concurrency_raw, busy_raw, beat_raw, quiet_raw, rss_raw, rtt_raw = fields
-    if info_raw is None:
-        return None
+    concurrency: int
+    hostname: str
+    tag: str
+    version: str
+    start_timestamp: float  # 0.0: absent, unknown
+    start_skip: Skip | None  # `started_at` is not a plausible time
+    capacity: dict[str, int] | None  # None: malformed `capsules` or `queues`
+
+
+def process_info(info_raw: bytes, concurrency_raw: bytes | None) -> ProcessInfo | Skip:
+    """The `info` JSON and `concurrency` field of a process hash; a Skip when malformed."""
     info = _load_object(info_raw)
     if info is None:
         return Skip(INVALID_PROCESS)
@@ -245,45 +256,76 @@ def decode_process(identity: str, fields: Sequence[bytes | None]) -> ProcessSamp
     else:
         info_concurrency = info.get("concurrency", 0)
         concurrency = _int64(info_concurrency) if isinstance(info_concurrency, int) else None
-    busy = parse_int(busy_raw)
-    rss_kib = parse_int(rss_raw)
-    rtt_us = parse_int(rtt_raw)
-    beat = parse_float(beat_raw)
     started_at = info.get("started_at")
     if (
         concurrency is None
-        or busy is None
-        or rss_kib is None
-        or rtt_us is None
-        or beat is None
         or isinstance(started_at, bool)
         or not isinstance(started_at, int | float | None)
         or (isinstance(started_at, int) and _int64(started_at) is None)
         or (isinstance(started_at, float) and not math.isfinite(started_at))
     ):
         return Skip(INVALID_PROCESS)
-    # Both are Ruby's `Time.now.to_f` in every version; `started_at` absent: unknown (0).
-    for moment in (beat, started_at):
-        if moment is not None and isinstance(checked := plausible_time(moment), Skip):
-            return checked
-    capacity = _capacity_by_queue(info, concurrency)
-    if capacity is None:
-        return Skip(INVALID_PROCESS)
+    # Ruby's `Time.now.to_f` in every version; absent: unknown (0).
+    checked = plausible_time(started_at) if started_at is not None else None
     hostname, tag, version = info.get("hostname"), info.get("tag"), info.get("version")
-    return ProcessSample(
-        identity=identity,
+    return ProcessInfo(
+        concurrency=concurrency,
         hostname=_label_text(hostname) if isinstance(hostname, str) else "",
         tag=_label_text(tag) if isinstance(tag, str) else "",
         version=_label_text(version) if isinstance(version, str) else "",
-        concurrency=concurrency,
+        start_timestamp=float(started_at or 0.0),
+        start_skip=checked if isinstance(checked, Skip) else None,
+        capacity=_capacity_by_queue(info, concurrency),
+    )
+
+
+def decode_process(
+    identity: str, fields: Sequence[bytes | None], infos: InfoMemo | None = None
+) -> ProcessSample | Skip | None:
+    """One process from `HMGET <id> info concurrency busy beat quiet rss rtt_us`; through
+    `infos`, an `info` read as before is not decoded again.
+
+    None when `info` is missing: the hash expired and the `processes` member is stale (§5.5),
+    which Sidekiq's own `ProcessSet#each` also skips.
+    """
+    info_raw, concurrency_raw, busy_raw, beat_raw, quiet_raw, rss_raw, rtt_raw = fields
+    if info_raw is None:
+        return None
+    key = (info_raw, concurrency_raw)
+    if infos is not None and key in infos.previous:
+        info = infos.previous[key]
+    else:
+        info = process_info(info_raw, concurrency_raw)
+    if infos is not None:
+        infos.current[key] = info
+    busy = parse_int(busy_raw)
+    rss_kib = parse_int(rss_raw)
+    rtt_us = parse_int(rtt_raw)
+    beat = parse_float(beat_raw)
+    if isinstance(info, Skip) or busy is None or rss_kib is None or rtt_us is None or beat is None:
+        return Skip(INVALID_PROCESS)
+    # Ruby's `Time.now.to_f` in every version, like `started_at`.
+    if isinstance(checked := plausible_time(beat), Skip):
+        return checked
+    if info.start_skip is not None:
+        return info.start_skip
+    if info.capacity is None:
+        return Skip(INVALID_PROCESS)
+    return ProcessSample(
+        identity=identity,
+        hostname=info.hostname,
+        tag=info.tag,
+        version=info.version,
+        concurrency=info.concurrency,
         busy=busy,
         heartbeat_timestamp=beat,
-        start_timestamp=float(started_at or 0.0),
+        start_timestamp=info.start_timestamp,
         # 6.4.0/6.4.1 hand the raw boolean to redis-rb 4.x, which stores "true"/"false" too.
         quiet=quiet_raw == b"true",
         rss_bytes=rss_kib * 1024,  # `rss` is KiB (VmRSS)
         redis_rtt_seconds=rtt_us / 1_000_000,  # `rtt_us` is microseconds
-        queue_capacity=capacity,
+        # Shared with the samples of other polls through `infos`: never to be changed.
+        queue_capacity=info.capacity,
     )
 
 
@@ -329,27 +371,9 @@ def decode_metrics_fields(fields: Mapping[bytes, bytes]) -> tuple[dict[str, list
     return by_class, malformed
 
 
-def class_minute(
-    job_class: str, counts: Sequence[int], histogram: tuple[int, ...] | None
-) -> ClassMinute:
-    """A `ClassMinute` from decoded `j|` counts and a decoded histogram."""
-    executions, failures, milliseconds = counts
-    return ClassMinute(job_class, executions, failures, milliseconds, histogram)
-
-
 EMPTY_HISTOGRAM: tuple[int, ...] = (0,) * HISTOGRAM_BUCKETS
-_INT_TYPES = frozenset({int, bool})  # what `isinstance(v, int)` accepts from a Redis reply
 _BIG_ENDIAN_U16S = struct.Struct(f">{HISTOGRAM_BUCKETS}H")
-
-
-def decode_histogram_bitfield(reply: object) -> tuple[int, ...] | Skip:
-    """`BITFIELD_RO key GET u16 #0 … GET u16 #25` → 26 counts, fastest bucket first."""
-    if not isinstance(reply, list) or len(reply) != HISTOGRAM_BUCKETS:
-        return Skip(INVALID_METRIC)
-    # Type check in C (`map`), not a generator: 600 histograms a poll on the 200-class fixture.
-    if not _INT_TYPES.issuperset(map(type, reply)) or min(reply) < 0:
-        return Skip(INVALID_METRIC)
-    return tuple(reply)
+_HISTOGRAM_BYTES = _BIG_ENDIAN_U16S.size
 
 
 def decode_histogram_bytes(raw: bytes | None) -> tuple[int, ...] | Skip:
@@ -365,7 +389,7 @@ def decode_histogram_bytes(raw: bytes | None) -> tuple[int, ...] | Skip:
         # whose jobs all took < 20 ms, 52 at most); a much longer one is not a histogram.
         return Skip(INVALID_METRIC)
     # One C call instead of 26 slices: ~1 µs less per histogram (6,000 a poll at 2,000 classes).
-    return _BIG_ENDIAN_U16S.unpack_from(raw.ljust(2 * HISTOGRAM_BUCKETS, b"\0"))
+    return _BIG_ENDIAN_U16S.unpack_from(raw.ljust(_HISTOGRAM_BYTES, b"\0"))
 
 
 def cron_enqueue_time(raw: bytes | None) -> float | Skip | None:
@@ -416,6 +440,77 @@ def decode_cron_job(
 # Whole replies as `exporter.resp.round_trip` returns them: RESP2 or RESP3 shapes as hiredis
 # builds them, error replies as `ResponseError` values. Each reader section hands its slice of
 # replies to one of these; what cannot be used is counted in a `Skipped`, never raised.
+
+
+class Memo(Generic[K, V]):
+    """What a pure decoder made of each input in the last poll, by the exact input (reply
+    bytes): a queue's oldest job, a running job's work entry or a past minute's metrics read
+    again, as they mostly are from poll to poll, are not decoded again. The value is the one
+    the decoder would return, so nothing changes but the time. One poll deep (call `next_poll`
+    before each): it holds what the previous poll read, never more."""
+
+    __slots__ = ("current", "previous")
+
+    def __init__(self) -> None:
+        self.previous: dict[K, V] = {}
+        self.current: dict[K, V] = {}
+
+    def next_poll(self) -> None:
+        self.previous, self.current = self.current, {}
+
+    def settle(self) -> None:
+        """The poll is over: its own entries are all the next one can use."""
+        self.previous = {}
+
+
+# A `j|…` hash's fields (RESP2's flat reply) → its classes and how many fields were malformed.
+MetricsMemo = Memo[tuple[object, ...], tuple[dict[str, list[int]], int] | None]
+
+
+# A minute's histogram replies (`GET` each) → its classes, when none was skipped; with the
+# minute's decoded hash, which must be the very same dict (`metrics_hash` through its memo).
+MinuteMemo = Memo[tuple[object, ...], tuple[Mapping[str, list[int]], tuple[ClassMinute, ...]]]
+
+
+def _hashable(items: Sequence[object]) -> tuple[object, ...] | None:
+    """`items` as a memo key; None if one cannot be hashed (no reply of Redis's, but bad data
+    must not raise)."""
+    key = tuple(items)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+# A process hash's `info` and `concurrency` fields → what they tell.
+InfoMemo = Memo[tuple[bytes, bytes | None], ProcessInfo | Skip]
+# A queue's oldest job (`LINDEX -1`; nil for an empty queue) → its timestamp.
+TailMemo = Memo[bytes | None, float | Skip | None]
+# A process identity and one value of its work hash → the running job.
+WorkMemo = Memo[tuple[str, bytes], RunningJob | Skip]
+
+
+@dataclass(slots=True)
+class Memos:
+    """The memos of one reader, one per decoder that repeats."""
+
+    tails: TailMemo = field(default_factory=Memo)
+    work: WorkMemo = field(default_factory=Memo)
+    infos: InfoMemo = field(default_factory=Memo)
+    metrics: MetricsMemo = field(default_factory=Memo)
+    minutes: MinuteMemo = field(default_factory=Memo)
+
+    def next_poll(self) -> None:
+        for memo in self._all():
+            memo.next_poll()
+
+    def settle(self) -> None:
+        for memo in self._all():
+            memo.settle()
+
+    def _all(self) -> tuple[Memo[Any, Any], ...]:
+        return (self.tails, self.work, self.infos, self.metrics, self.minutes)
 
 
 # The debug log names the keys of the first few items skipped in a poll; the counter counts all.
@@ -576,6 +671,43 @@ def redis_time(reply: object, skipped: Skipped, fallback: float) -> float:
     return now
 
 
+_SIZE_TYPES = frozenset({int})  # `LLEN`
+_TAIL_TYPES = frozenset({bytes, type(None)})  # `LINDEX`: a job, or nil for an empty queue
+
+
+def _every_tail_read(
+    names: Sequence[str],
+    paused: set[str],
+    replies: Sequence[object],
+    skipped: Skipped,
+    commands: Sequence[Sequence[object]],
+    memo: TailMemo,
+) -> tuple[list[QueueSample], int] | None:
+    """`queues` when every tail was read (no queue limit): per queue in C, but for the tails
+    the last poll did not read. None when a reply is not of its usual type (an error)."""
+    sizes, raw_tails = replies[0::2], replies[1::2]
+    if not _SIZE_TYPES.issuperset(map(type, sizes)):
+        return None
+    if not _TAIL_TYPES.issuperset(map(type, raw_tails)):
+        return None
+    previous = memo.previous
+    oldest = list(map(previous.get, cast("list[bytes | None]", raw_tails)))  # None: unseen
+    special = [index for index, value in enumerate(oldest) if value is None or type(value) is Skip]
+    for index in special:
+        tail = cast("bytes | None", raw_tails[index])
+        if tail is not None and tail not in previous:
+            oldest[index] = oldest_job_timestamp(tail)
+    memo.current.update(zip(cast("list[bytes | None]", raw_tails), oldest, strict=True))
+    for index in special:
+        value = oldest[index]
+        if isinstance(value, Skip):
+            skipped.skip(value, key_of(commands[2 * index + 1]))
+            oldest[index] = None
+    counts, timestamps = cast("list[int]", sizes), cast("list[float | None]", oldest)
+    flags = map(paused.__contains__, names)
+    return list(map(QueueSample, names, counts, timestamps, flags)), sum(counts)
+
+
 def queues(
     names: Sequence[str],
     tails: frozenset[str],
@@ -583,13 +715,21 @@ def queues(
     replies: Sequence[object],
     skipped: Skipped,
     commands: Sequence[Sequence[object]],
+    memo: TailMemo | None = None,
 ) -> tuple[list[QueueSample], int]:
     """The queues section: per name `LLEN`, then `LINDEX -1` for the names in `tails`;
     `commands` are the section's (for the keys of what is skipped).
 
     Returns the queues whose tail was read and the total size of all of them.
     """
+    memo = memo if memo is not None else Memo()
+    if len(tails) == len(names) and len(replies) == 2 * len(names):
+        every = _every_tail_read(names, paused, replies, skipped, commands, memo)
+        if every is not None:
+            return every
+    previous, current = memo.previous, memo.current
     samples: list[QueueSample] = []
+    append = samples.append
     enqueued = position = 0
     for name in names:
         # Per queue, the common case first and without calls (~0.3 ms per 1,000 queues):
@@ -605,15 +745,19 @@ def queues(
         position += 1
         oldest: float | None = None
         if isinstance(tail, bytes):
-            decoded = oldest_job_timestamp(tail)
+            decoded = previous[tail] if tail in previous else oldest_job_timestamp(tail)
+            current[tail] = decoded
             if isinstance(decoded, Skip):
                 skipped.skip(decoded, key_of(commands[position - 1]))
             else:
                 oldest = decoded
         elif tail is not None:
             skipped.error(tail, key_of(commands[position - 1]))
-        samples.append(QueueSample(name, size, oldest, name in paused))
+        append(QueueSample(name, size, oldest, name in paused))
     return samples, enqueued
+
+
+_BULK_STRINGS = frozenset({bytes})
 
 
 def processes(
@@ -621,9 +765,12 @@ def processes(
     replies: Sequence[object],
     skipped: Skipped,
     commands: Sequence[Sequence[object]],
+    memo: WorkMemo | None = None,
+    infos: InfoMemo | None = None,
 ) -> tuple[list[ProcessSample], list[RunningJob]]:
     """The processes section: per identity its `HMGET` fields, its `:work` and `:workers`;
     `commands` are the section's (for the keys of what is skipped)."""
+    previous, current = (memo.previous, memo.current) if memo is not None else ({}, {})
     samples: list[ProcessSample] = []
     running: list[RunningJob] = []
     triples = iter(replies)
@@ -633,7 +780,7 @@ def processes(
         if not isinstance(fields, list):
             skipped.error(fields, key_of(commands[3 * index]))
             continue
-        process = decode_process(identity, fields)
+        process = decode_process(identity, fields, infos)
         if not isinstance(process, ProcessSample):
             # None: stale member, its hash expired (§5.5)
             skipped.skip(process, key_of(commands[3 * index]))
@@ -643,53 +790,87 @@ def processes(
         for offset, reply in ((1, work), (2, workers)):
             if not reply:
                 continue
-            key = key_of(commands[3 * index + offset])
-            for value in hash_reply(reply, skipped, key).values():
-                job = decode_work_entry(identity, value)
+            command = commands[3 * index + offset]
+            if type(reply) is list and _BULK_STRINGS.issuperset(map(type, reply)):
+                values = reply[1::2]  # RESP2: field, value, field, value, …
+            else:
+                values = list(hash_reply(reply, skipped, key_of(command)).values())
+            for value in values:
+                entry = (identity, value)
+                job = previous[entry] if entry in previous else decode_work_entry(*entry)
+                current[entry] = job
                 if isinstance(job, RunningJob):
                     running.append(job)
                 else:
-                    skipped.skip(job, key)
+                    skipped.skip(job, key_of(command))
     return samples, running
 
 
-def metrics_hash(reply: object, skipped: Skipped, key: str = "") -> dict[str, list[int]] | None:
+def metrics_hash(
+    reply: object, skipped: Skipped, key: str = "", memo: MetricsMemo | None = None
+) -> dict[str, list[int]] | None:
     """One `j|…` hash (`HGETALL`) as class → [executions, failures, milliseconds]; None when
-    the hash is missing or empty (a minute without executions, or nothing Sidekiq wrote)."""
-    fields = hash_reply(reply, skipped, key)
-    if not fields:
+    the hash is missing or empty (a minute without executions, or nothing Sidekiq wrote).
+    Through `memo`, a hash read as before comes back as the same dict: never to be changed."""
+    raw = _hashable(reply) if memo is not None and isinstance(reply, list) else None
+    if raw is not None and memo is not None and raw in memo.previous:
+        decoded = memo.previous[raw]
+    else:
+        fields = hash_reply(reply, skipped, key)
+        decoded = decode_metrics_fields(fields) if fields else None
+    if raw is not None and memo is not None:
+        memo.current[raw] = decoded
+    if decoded is None:
         return None
-    by_class, malformed = decode_metrics_fields(fields)
+    by_class, malformed = decoded
     if malformed:
         skipped.add(INVALID_METRIC, key, malformed)
     return by_class
 
 
-def histogram(
-    reply: object, by_get: bool, skipped: Skipped, key: str = ""
-) -> tuple[int, ...] | None:
-    """One histogram, read by `BITFIELD_RO` or (`by_get`) by `GET`; None if unreadable."""
+def class_minutes(
+    by_class: Mapping[str, list[int]],
+    replies: Sequence[object],
+    skipped: Skipped,
+    commands: Sequence[Sequence[object]],
+    memo: MinuteMemo | None = None,
+) -> tuple[ClassMinute, ...]:
+    """The histograms of one metric minute (per class, `GET key`), with its decoded hash."""
+    raw = _hashable(replies) if memo is not None else None
+    if raw is not None and memo is not None and raw in memo.previous:
+        decoded, minute = memo.previous[raw]
+        if decoded is by_class:
+            memo.current[raw] = decoded, minute
+            return minute
+    classes: list[ClassMinute] = []
+    complete = True
+    for (job_class, counts), reply, command in zip(
+        by_class.items(), replies, commands, strict=True
+    ):
+        # A histogram with its slowest bucket written is 52 bytes: one C call (§6.4).
+        if type(reply) is bytes and len(reply) == _HISTOGRAM_BYTES:
+            counted: tuple[int, ...] | None = _BIG_ENDIAN_U16S.unpack(reply)
+        else:
+            counted = histogram(reply, skipped, key_of(command))
+            complete = complete and counted is not None
+        classes.append(ClassMinute(job_class, counts[0], counts[1], counts[2], counted))
+    minute = tuple(classes)
+    if raw is not None and memo is not None and complete:  # a skip is counted every poll
+        memo.current[raw] = by_class, minute
+    return minute
+
+
+def histogram(reply: object, skipped: Skipped, key: str = "") -> tuple[int, ...] | None:
+    """One histogram, read by `GET`; None if unreadable."""
     # None, not zeros, for an unreadable histogram: zeros would make derive see the minute
     # shrink and then count it all again at the next good read.
     if skipped.error(reply, key):
         return None
-    if by_get:
-        result = decode_histogram_bytes(reply if isinstance(reply, bytes) else None)
-    else:
-        result = decode_histogram_bitfield(reply)
+    result = decode_histogram_bytes(reply if isinstance(reply, bytes) else None)
     if isinstance(result, Skip):
         skipped.skip(result, key)
         return None
     return result
-
-
-def bitfield_ro_refused(replies: Sequence[object]) -> bool:
-    """True when the server does not know BITFIELD_RO (Redis < 6.0) or the ACL forbids it."""
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            message = str(reply).lower()
-            return "unknown command" in message or "noperm" in message or "permission" in message
-    return False
 
 
 def text_reply(reply: object, skipped: Skipped, key: str = "") -> str | None:

@@ -1,20 +1,21 @@
 """The plan of a poll: the read commands each round trip sends, in sections that each own a
 counted slice of the replies and hand it to their decoder (docs/architecture.md).
-Keeps no data between polls and decodes no value itself; `resp.py` carries the bytes. Only
+Keeps no data between polls but the last poll's request bytes and decode's memos (which
+change no result), and decodes no value itself; `resp.py` carries the bytes. Only
 read commands: the list in `docs/redis-layout.md` §11.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from redis.asyncio import Redis
 
 from exporter.cardinality import LABEL_TOO_LONG, CronJobSelector, QueueSelector, label_fits
 from exporter.model import (
-    HISTOGRAM_BUCKETS,
     CronJobSample,
     MetricsMinute,
     ProcessSample,
@@ -23,7 +24,7 @@ from exporter.model import (
     Sample,
     ScheduledSetSample,
 )
-from exporter.resp import Command, Framed, PackCache, ReadBudget, round_trip
+from exporter.resp import Command, PackCache, ReadBudget, round_trip
 from exporter.sidekiq import decode
 from exporter.sidekiq.cron_namespaces import SCAN_PAGE_KEYS, CronNamespaces
 from exporter.sidekiq.keys import KeyNames
@@ -34,44 +35,51 @@ PROCESS_FIELDS = ("info", "concurrency", "busy", "beat", "quiet", "rss", "rtt_us
 # Fields read from every sidekiq-cron job hash, in this order (§9); never `args` or `message`,
 # which can be large.
 CRON_JOB_FIELDS = ("status", "cron", "last_enqueue_time")
-# `GET u16 #0 … GET u16 #25`: 78 arguments per histogram, the same for every class and minute.
-_HISTOGRAM_BITFIELD_ARGS = Framed.of(
-    [arg for index in range(HISTOGRAM_BUCKETS) for arg in ("GET", "u16", f"#{index}")]
-)
 
 
 class _Plan:
     """The commands of one round trip, section by section: each section owns the slice of the
     replies its commands answer, and only its decoder reads it."""
 
-    __slots__ = ("commands",)
+    __slots__ = ("chunks", "commands", "name", "packs")
 
-    def __init__(self) -> None:
+    def __init__(self, packs: PackCache, name: str) -> None:
+        self.packs, self.name = packs, name
         self.commands: list[Command] = []
+        self.chunks: list[bytes] = []  # the request bytes, a chunk per section
 
-    def section(self, commands: Iterable[Command]) -> slice:
-        """Add a section's commands; the slice of the replies they will own."""
+    def section(self, commands: list[Command], packed: bytes | None = None) -> slice:
+        """Add a section's commands (`packed`: their bytes, if already packed); the slice of
+        the replies they will own. Commands the last poll's same section sent are not packed
+        again."""
+        if packed is None:
+            name = f"{self.name} {len(self.chunks)}"
+            _, packed = self.packs.section(name, commands, lambda: commands)
         start = len(self.commands)
-        self.commands.extend(commands)
+        self.commands += commands
+        self.chunks.append(packed)
         return slice(start, len(self.commands))
+
+    def cached(self, name: str, inputs: object, build: Callable[[], list[Command]]) -> slice:
+        """A section whose commands `build` makes from `inputs` alone: built and packed only
+        when `inputs` differ from the last poll's (`PackCache.section`)."""
+        return self.section(*self.packs.section(name, inputs, build))
 
 
 class _Poll:
     """One read in progress: its client, the round trips and commands so far, what it skipped."""
 
-    __slots__ = ("budget", "client", "commands", "packs", "round_trips", "skipped")
+    __slots__ = ("budget", "client", "commands", "round_trips", "skipped")
 
-    def __init__(self, client: Redis, packs: PackCache, max_reply_bytes: int | None) -> None:
+    def __init__(self, client: Redis, max_reply_bytes: int | None) -> None:
         self.client = client
-        self.packs = packs
         self.budget = ReadBudget(max_reply_bytes) if max_reply_bytes is not None else None
         self.round_trips = 0
         self.commands = 0
         self.skipped = decode.Skipped()
 
-    async def send(self, commands: list[Command], *, cached: bool = True) -> list[object]:
-        """One round trip; `cached` packs through the pack cache (commands that repeat)."""
-        packed = self.packs.pack(commands) if cached else None
+    async def send(self, commands: list[Command], packed: bytes | None = None) -> list[object]:
+        """One round trip (`packed`: the commands' bytes, if already packed)."""
         replies = await round_trip(self.client, commands, packed, self.budget)
         self.round_trips += 1
         self.commands += len(commands)
@@ -108,7 +116,7 @@ class _First:
 
 @dataclass(frozen=True, slots=True)
 class _Second:
-    """What round trip 2 (and a one-off histogram fallback) told, limits applied."""
+    """What round trip 2 told, limits applied."""
 
     schedule_overdue: int
     retry_overdue: int
@@ -121,9 +129,9 @@ class _Second:
 
 
 class Reader:
-    """Reads Samples from one Sidekiq Redis; keeps no state between polls but what it learned
-    of the server's commands (whether `BITFIELD_RO` is available), the queue selector's, the
-    cron job selector's and the sidekiq-cron namespace scan's."""
+    """Reads Samples from one Sidekiq Redis; keeps no state between polls but the queue
+    selector's, the cron job selector's, the sidekiq-cron namespace scan's and the last poll's
+    request bytes and decoded replies (which change no result)."""
 
     def __init__(
         self,
@@ -154,9 +162,8 @@ class Reader:
         self.collect_cron = collect_cron
         self.cron_jobs = cron_jobs if cron_jobs is not None else CronJobSelector()
         self.cron_namespaces = cron_namespaces if cron_namespaces is not None else CronNamespaces()
-        # BITFIELD_RO needs Redis 6.0 and an ACL grant; without it the same bytes come by GET.
-        self.histograms_by_get = False
         self._packs = PackCache()  # a cache of request bytes, not of data
+        self._memos = decode.Memos()  # of decoded values by their reply bytes: no state
 
     async def read(self, client: Redis, now_hint: float, since: float | None = None) -> Sample:
         """One poll: a Sample of everything Sidekiq keeps in this Redis.
@@ -166,11 +173,14 @@ class Reader:
         (`metrics_window.minutes_to_read`).
         """
         self._packs.next_poll()
-        poll = _Poll(client, self._packs, self.max_reply_bytes)
+        self._memos.next_poll()
+        poll = _Poll(client, self.max_reply_bytes)
         count = minutes_to_read(self.metrics_window_minutes, now_hint, since)
         minutes = minute_starts(now_hint, count)
         first = await self._round_trip_1(poll, now_hint, minutes)
         second = await self._round_trip_2(poll, first)
+        self._packs.settle()  # hold one poll's requests and replies between polls, not two
+        self._memos.settle()
         return Sample(
             redis_time=first.now,
             processed=first.processed,
@@ -209,7 +219,7 @@ class Reader:
                 (keys.metrics_minute_v8(minute), "8"),
             )
         ]
-        plan = _Plan()
+        plan = _Plan(self._packs, "round trip 1")
         clock = plan.section([("TIME",)])
         sets = plan.section(
             [
@@ -229,13 +239,13 @@ class Reader:
             ]
         )
         paused = plan.section([("SMEMBERS", keys.paused)])
-        metrics = plan.section(("HGETALL", key) for key, _, _ in metric_keys)
+        metrics = plan.section([("HGETALL", key) for key, _, _ in metric_keys])
         leader = plan.section([("GET", keys.leader)])
         cron_namespaces, cron_sets_dropped = self._cron_sets_to_read()
         cron_sets = plan.section(self._cron_set_commands(cron_namespaces))
         scan_cursor = self.cron_namespaces.next_page(now_hint) if self.collect_cron else None
         cron_scan = plan.section(self._namespace_scan_commands(scan_cursor))
-        replies = await poll.send(plan.commands)
+        replies = await poll.send(plan.commands, b"".join(plan.chunks))
 
         skipped, int_reply, lowest_score = poll.skipped, decode.int_reply, decode.lowest_score
         queue_names, identities = await self._scan_sets(poll, replies[sets])
@@ -265,7 +275,8 @@ class Reader:
             metrics=[
                 _MetricsHash(key, minute, family, by_class)
                 for (key, minute, family), reply in zip(metric_keys, replies[metrics], strict=True)
-                if (by_class := decode.metrics_hash(reply, skipped, key)) is not None
+                if (by_class := decode.metrics_hash(reply, skipped, key, self._memos.metrics))
+                is not None
             ],
             cron_jobs=self._cron_jobs_to_read(
                 cron_namespaces, replies[cron_sets], cron_sets_dropped, skipped
@@ -351,7 +362,7 @@ class Reader:
                 ("SSCAN", sets[index][0], sets[index][1], "COUNT", self.scan_count)
                 for index in unfinished
             ]
-            pages = await poll.send(more, cached=False)
+            pages = await poll.send(more)
             for index, reply in zip(unfinished, pages, strict=True):
                 key, _, members = sets[index]
                 cursor, page = decode.scan_page(reply, skipped, key)
@@ -366,46 +377,37 @@ class Reader:
         # Queue limits (exporter/cardinality.py): `LLEN` for every queue, since
         # `sidekiq_enqueued_jobs` is the total over all of them, but `LINDEX` (the oldest job,
         # which can be large) only for the queues that will be exported. Same round trips.
-        tails = self.queues.plan(first.queue_names)
-        histogram_keys = [
-            self._histogram_key(job_class, hashed.minute, hashed.family)
-            for hashed in first.metrics
-            for job_class in hashed.by_class
-        ]
-        plan = _Plan()
+        names, identities = first.queue_names, first.identities
+        tails = self.queues.plan(names)
+        plan = _Plan(self._packs, "round trip 2")
         overdue = plan.section(
             [
                 ("ZCOUNT", keys.schedule, "-inf", repr(now)),
                 ("ZCOUNT", keys.retry, "-inf", repr(now)),
             ]
         )
-        queues = plan.section(self._queue_commands(first.queue_names, tails))
-        processes = plan.section(self._process_commands(first.identities))
-        histograms = plan.section(self._histogram_command(key) for key in histogram_keys)
-        cron = plan.section(("HMGET", key, *CRON_JOB_FIELDS) for _, _, key in first.cron_jobs)
-        replies = await poll.send(plan.commands)
+        # Sections whose commands follow from names alone are packed once while the names stay.
+        queues = plan.cached("queues", (names, tails), partial(self._queue_commands, names, tails))
+        processes = plan.cached(
+            "processes", identities, partial(self._process_commands, identities)
+        )
+        histograms = self._histogram_sections(plan, first.metrics)
+        cron_keys = [key for _, _, key in first.cron_jobs]
+        cron = plan.cached("cron", cron_keys, partial(self._cron_commands, cron_keys))
+        replies = await poll.send(plan.commands, b"".join(plan.chunks))
 
         skipped, commands = poll.skipped, plan.commands
-        queue_samples, enqueued = decode.queues(
-            first.queue_names, tails, first.paused, replies[queues], skipped, commands[queues]
+        queue_samples, enqueued, process_samples, running = self._queues_and_processes(
+            first,
+            tails,
+            replies[queues],
+            commands[queues],
+            replies[processes],
+            commands[processes],
+            skipped,
         )
-        process_samples, running = decode.processes(
-            first.identities, replies[processes], skipped, commands[processes]
-        )
-        queue_samples, process_samples, running, limited = self.queues.exported_only(
-            first.queue_names, queue_samples, process_samples, running
-        )
-        skipped.update(limited)
-        # Queues only processes or running jobs name (served, never pushed to: Sidekiq adds a
-        # name to `queues` on push) are real, empty queues: in the Sample like any other, so
-        # everything downstream (SLAs, breach time, every per-queue family) treats them alike.
-        pushed = {q.name for q in queue_samples}
-        queue_samples += [
-            QueueSample(name, 0, None, name in first.paused)
-            for name in sorted(self.queues.exported - pushed)
-        ]
-        minutes = await self._metrics_minutes(
-            poll, first.metrics, histogram_keys, replies[histograms]
+        minutes = self._metrics_minutes(
+            first.metrics, commands[histograms], replies[histograms], skipped
         )
         schedule_overdue, retry_overdue = replies[overdue]
         return _Second(
@@ -421,12 +423,50 @@ class Reader:
                     [(ns, name) for ns, name, _ in first.cron_jobs],
                     replies[cron],
                     skipped,
-                    [key for _, _, key in first.cron_jobs],
+                    cron_keys,
                 )
             )
             if self.collect_cron
             else None,
         )
+
+    def _queues_and_processes(
+        self,
+        first: _First,
+        tails: frozenset[str],
+        queue_replies: Sequence[object],
+        queue_commands: Sequence[Command],
+        process_replies: Sequence[object],
+        process_commands: Sequence[Command],
+        skipped: decode.Skipped,
+    ) -> tuple[list[QueueSample], int, list[ProcessSample], list[RunningJob]]:
+        """The queues and processes sections, the queue limits applied to both."""
+        memos = self._memos
+        queue_samples, enqueued = decode.queues(
+            first.queue_names,
+            tails,
+            first.paused,
+            queue_replies,
+            skipped,
+            queue_commands,
+            memos.tails,
+        )
+        process_samples, running = decode.processes(
+            first.identities, process_replies, skipped, process_commands, memos.work, memos.infos
+        )
+        queue_samples, process_samples, running, limited = self.queues.exported_only(
+            first.queue_names, queue_samples, process_samples, running
+        )
+        skipped.update(limited)
+        # Queues only processes or running jobs name (served, never pushed to: Sidekiq adds a
+        # name to `queues` on push) are real, empty queues: in the Sample like any other, so
+        # everything downstream (SLAs, breach time, every per-queue family) treats them alike.
+        pushed = {q.name for q in queue_samples}
+        queue_samples += [
+            QueueSample(name, 0, None, name in first.paused)
+            for name in sorted(self.queues.exported - pushed)
+        ]
+        return queue_samples, enqueued, process_samples, running
 
     def _queue_commands(self, names: Sequence[str], tails: frozenset[str]) -> list[Command]:
         commands: list[Command] = []
@@ -446,45 +486,51 @@ class Reader:
             commands.append(("HGETALL", keys.workers(identity)))
         return commands
 
-    async def _metrics_minutes(
+    def _histogram_sections(self, plan: _Plan, hashes: Sequence[_MetricsHash]) -> slice:
+        """`GET` of each class-minute's histogram, not `BITFIELD_RO … GET u16 #0 … #25`: the
+        same bytes (§6.4) on any Redis and ACL, for a seventh of the Redis time. One section
+        per minute hash, packed once while its classes stay (a new minute every minute)."""
+        start = len(plan.commands)
+        for hashed in hashes:
+            build = partial(self._histogram_commands, hashed)
+            plan.section(
+                *self._packs.section(f"histograms {hashed.key}", list(hashed.by_class), build)
+            )
+        return slice(start, len(plan.commands))
+
+    def _histogram_commands(self, hashed: _MetricsHash) -> list[Command]:
+        minute, family = hashed.minute, hashed.family
+        return [
+            ("GET", self._histogram_key(job_class, minute, family)) for job_class in hashed.by_class
+        ]
+
+    @staticmethod
+    def _cron_commands(keys: Sequence[str]) -> list[Command]:
+        return [("HMGET", key, *CRON_JOB_FIELDS) for key in keys]
+
+    def _metrics_minutes(
         self,
-        poll: _Poll,
         hashes: Sequence[_MetricsHash],
-        histogram_keys: Sequence[str],
+        commands: Sequence[Command],
         replies: Sequence[object],
+        skipped: decode.Skipped,
     ) -> tuple[MetricsMinute, ...]:
-        """The histograms section, and the metric minutes it completes. A server that refuses
-        `BITFIELD_RO` costs one more round trip, once: from then on histograms come by `GET`."""
-        if histogram_keys and not self.histograms_by_get and decode.bitfield_ro_refused(replies):
-            self.histograms_by_get = True
-            replies = await poll.send(
-                [self._histogram_command(key) for key in histogram_keys], cached=False
+        """The histograms section (`GET key` each), and the metric minutes it completes."""
+        minutes: list[MetricsMinute] = []
+        end = 0
+        for hashed in hashes:
+            start, end = end, end + len(hashed.by_class)
+            classes = decode.class_minutes(
+                hashed.by_class,
+                replies[start:end],
+                skipped,
+                commands[start:end],
+                self._memos.minutes,
             )
-        by_get, skipped = self.histograms_by_get, poll.skipped
-        histograms = iter(zip(replies, histogram_keys, strict=True))
-
-        def next_histogram() -> tuple[int, ...] | None:
-            reply, key = next(histograms)
-            return decode.histogram(reply, by_get, skipped, key)
-
-        return tuple(
-            MetricsMinute(
-                hashed.key,
-                int(hashed.minute.timestamp()),
-                tuple(
-                    decode.class_minute(job_class, counts, next_histogram())
-                    for job_class, counts in hashed.by_class.items()
-                ),
-            )
-            for hashed in hashes
-        )
+            minutes.append(MetricsMinute(hashed.key, int(hashed.minute.timestamp()), classes))
+        return tuple(minutes)
 
     def _histogram_key(self, job_class: str, minute: datetime, family: str) -> str:
         if family == "8":
             return self.keys.histogram_v8(job_class, minute)
         return self.keys.histogram_v7(job_class, minute)
-
-    def _histogram_command(self, key: str) -> Command:
-        if self.histograms_by_get:
-            return ("GET", key)
-        return ("BITFIELD_RO", key, _HISTOGRAM_BITFIELD_ARGS)

@@ -56,7 +56,7 @@ EXPORTER_ACL_COMMANDS: tuple[str, ...] = (
     "+sscan", "+smembers", "+scard", "+sismember", "+scan", "+exists", "+type", "+ttl",
     "+llen", "+lindex", "+lrange", "+get", "+mget",
     "+zcard", "+zcount", "+zrange",
-    "+hget", "+hmget", "+hgetall", "+hlen", "+bitfield_ro",
+    "+hget", "+hmget", "+hgetall", "+hlen",
 )  # fmt: skip
 # What the exporter may send at all: the grants above plus AUTH, which needs no grant.
 ALLOWED_COMMANDS = frozenset({c[1:].upper() for c in EXPORTER_ACL_COMMANDS} | {"AUTH"})
