@@ -123,6 +123,9 @@ def measure_fixture(
             "running_jobs": poll.running_jobs,
             "class_minutes": poll.class_minutes,
         }
+        if not delayed:
+            fresh = ours.time_polls(url, min_iterations=5, budget=0.3, fresh_reader=True)
+            add("ours fresh", fresh.wall, fresh.cpu)
         low = floor.time_floor(url, batches, min_iterations=5 if delayed else 10, budget=0.5)
         add("floor", low.wall, low.cpu)
         extra["floor"] = {

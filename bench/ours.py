@@ -45,7 +45,9 @@ def target(url: str) -> TargetSettings:
     return TargetSettings(name="bench", url=url, username=None, password=None, key_prefix="")
 
 
-async def _time_polls(url: str, min_iterations: int, budget: float, warmup: int) -> PollTimes:
+async def _time_polls(
+    url: str, min_iterations: int, budget: float, warmup: int, fresh_reader: bool
+) -> PollTimes:
     client = create_redis_client(target(url), timeout=60.0)
     reader = Reader(metrics_window_minutes=3)
     deriver = Deriver("bench", DeriveConfig(metrics_window_minutes=3))
@@ -57,6 +59,8 @@ async def _time_polls(url: str, min_iterations: int, budget: float, warmup: int)
             deriver(await reader.read(client, time.time()))
         deadline = time.perf_counter() + budget
         while len(wall) < min_iterations or time.perf_counter() < deadline:
+            if fresh_reader:  # nothing from the last poll to reuse: as if every reply changed
+                reader = Reader(metrics_window_minutes=3)
             w0, c0 = time.perf_counter(), time.process_time()
             sample = await reader.read(client, time.time())
             deriver(sample)
@@ -81,10 +85,17 @@ async def _time_polls(url: str, min_iterations: int, budget: float, warmup: int)
 
 
 def time_polls(
-    url: str, *, min_iterations: int = 15, budget: float = 2.0, warmup: int = 3
+    url: str,
+    *,
+    min_iterations: int = 15,
+    budget: float = 2.0,
+    warmup: int = 3,
+    fresh_reader: bool = False,
 ) -> PollTimes:
-    """Poll `url` repeatedly on one connection (as the daemon does) and time each poll."""
-    return asyncio.run(_time_polls(url, min_iterations, budget, warmup))
+    """Poll `url` repeatedly on one connection (as the daemon does) and time each poll; with
+    `fresh_reader`, each poll by a new `Reader`, which has no request bytes or decoded replies
+    of an earlier poll to reuse (the cost when every reply differs from the last poll's)."""
+    return asyncio.run(_time_polls(url, min_iterations, budget, warmup, fresh_reader))
 
 
 async def _capture(url: str) -> list[list[Command]]:

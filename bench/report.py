@@ -72,6 +72,7 @@ def _poll_table(rows: list[dict[str, Any]], *, before: bool) -> list[str]:
         "commands",
         "ours wall ms (rounds)",
         "ours CPU ms",
+        "ours, nothing reused ms",
         "floor ms",
     ]
     head += [f"Sidekiq {name[4:]} API ms (round trips)" for name in apis]
@@ -88,6 +89,7 @@ def _poll_table(rows: list[dict[str, Any]], *, before: bool) -> list[str]:
             f"{ours['commands']:,}",
             ms(ours["wall"], 2) + _spread(ours),
             ms(ours["cpu"], 2),
+            ms(m["ours fresh"]["wall"], 2) if "ours fresh" in m else "–",
             ms(low["wall"], 2),
         ]
         for name in apis:
@@ -409,7 +411,13 @@ def markdown(results: dict[str, Any]) -> str:
         "before each phase.",
         "- **Ours** (`bench/ours.py`): the client `exporter.connection` builds for the daemon "
         "(RESP2, hiredis), one connection reused, `Reader.read` + `Deriver` per poll, after 3 "
-        "warm-up polls; wall = `perf_counter`, CPU = `process_time` of the benchmark process.",
+        "warm-up polls; wall = `perf_counter`, CPU = `process_time` of the benchmark process. "
+        "Like the daemon, the reader reuses what is unchanged since the last poll (the request "
+        "bytes of a section whose keys stay, and the decoded value of a reply byte for byte "
+        "equal to the last poll's: an idle queue's oldest job, a process's `info`, a finished "
+        "minute's metrics); between two polls of a static fixture everything but the beats "
+        "repeats, so *ours, nothing reused* times each poll with a new `Reader` too, the cost "
+        "when every reply has changed. A real cluster lies between the two.",
         "- **API** (`bench/sidekiq_api.rb`): `Stats.new` with `enqueued` and the other stats, "
         "`Queue.all` with `size` and `latency` of each, `ProcessSet.new(false).each` (no "
         "cleanup writes), `Workers#each` and, on 7.x, `Metrics::Query#top_jobs(minutes: 3)`, "
