@@ -1,4 +1,4 @@
-"""The performance benchmark (issue 7): `python -m bench [--quick]`, results in docs/performance.md.
+"""The performance benchmark: `python -m bench [--quick]`, results in docs/performance.md.
 
 On a private redis-server (loopback, no persistence) it builds Sidekiq 7.3-shaped fixtures and,
 side by side, times (1) our poll (reader + derive), (2) Sidekiq's own Ruby API doing the
@@ -32,7 +32,9 @@ from tests.support.redis_server import RedisServer
 from tests.support.sidekiq import REPO_ROOT
 
 # The commit the performance work started from: the "before" column.
-BASELINE_REF = "3112067"
+# The last commit before the second performance round (histograms by GET, reused replies,
+# the exposition writer): the "before" column.
+BASELINE_REF = "d900aa9"
 DELAY_SECONDS = 0.0005  # each way
 
 FULL_LOOPBACK = (

@@ -17,9 +17,7 @@ from exporter.clock import SystemClock
 from exporter.collector import SidekiqCollector
 from exporter.connection import create_redis_client
 from exporter.derive import DeriveConfig, Deriver
-from exporter.exposition import ExpositionWriter
 from exporter.model import Sample, Snapshot
-from exporter.render_cache import Writable, rendered
 from exporter.resp import Command, ReadBudget
 from exporter.sidekiq import reader as reader_module
 from exporter.sidekiq.reader import Reader
@@ -154,6 +152,10 @@ async def _snapshot(url: str) -> Snapshot:
 
 def time_render(url: str, repeats: int = 10) -> RenderTimes:
     """In-process `/metrics` render of one real snapshot of `url`, without HTTP."""
+    # Imported here: `bench.baseline` runs `time_polls` on older copies of `exporter/`.
+    from exporter.exposition import ExpositionWriter
+    from exporter.render_cache import Writable, rendered
+
     snapshot = asyncio.run(_snapshot(url))
     store = Store(["bench"])
     now = time.time()

@@ -314,7 +314,7 @@ def markdown(results: dict[str, Any]) -> str:
             "`hiredis.Reader`; *API* is Sidekiq's Ruby API timed inside Ruby (round trips "
             "counted by a redis-client middleware, 7.x only); *ratios* are API ÷ ours and "
             "ours ÷ floor. *before* is our poll at commit "
-            f"`{results.get('baseline_ref') or '–'}`, before the performance work began. At "
+            f"`{results.get('baseline_ref') or '–'}`, before the second performance round. At "
             "1,000 processes the API takes seconds per scrape: it is timed in one round, one "
             "scrape after a warm-up.",
             "",
