@@ -149,6 +149,7 @@ class PrometheusServer(_Server):
         alertmanager: str | None = None,
         external_labels: Mapping[str, str] | None = None,
         interval: str = "1s",
+        metric_relabel_configs: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.release = release.require()
         super().__init__()
@@ -163,6 +164,10 @@ class PrometheusServer(_Server):
                 {"job_name": DEFAULT_EXPORTER_JOB, "static_configs": [{"targets": [scrape]}]}
             ],
         }
+        if metric_relabel_configs:
+            config["scrape_configs"][0]["metric_relabel_configs"] = [
+                dict(rule) for rule in metric_relabel_configs
+            ]
         if alertmanager is not None:
             config["alerting"] = {
                 "alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]
