@@ -38,6 +38,16 @@ _POLLS = re.compile(
 _GAUGE = r'^{name}\{{target="[^"]*"\}} (\S+)$'
 
 
+# What Prometheus 3 sends by default (scrape_protocols): OpenMetrics first, gzip.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "Accept-Encoding": "gzip",
+}
+
+
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of `pid` (its threads included), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -122,7 +132,7 @@ class Daemon:
     def get(self, path: str = "/metrics", gzip: bool = False) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            headers = {"Accept-Encoding": "gzip"} if gzip else {}
+            headers = PROMETHEUS_HEADERS if gzip else {}
             connection.request("GET", path, headers=headers)
             response = connection.getresponse()
             return response.status, response.read()
