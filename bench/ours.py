@@ -203,7 +203,7 @@ def time_render(url: str, repeats: int = 10) -> RenderTimes:
     return RenderTimes(
         series=series,
         body_bytes=len(body),
-        openmetrics_gzip_bytes=len(part.deflated),
+        openmetrics_gzip_bytes=len(part.deflated.blocks),
         collect=collect,
         render=render,
         written=written,

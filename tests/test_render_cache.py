@@ -24,12 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import SidekiqCollector
 from exporter.exposition import Render, Sink
+from exporter.gzip_join import crc32_combine
 from exporter.model import STALE_AFTER_INTERVALS, QueueSample, Snapshot
 from exporter.render_cache import (
     MAX_FORMATS,
     RenderCache,
     RenderRegistry,
-    crc32_combine,
     join_bodies,
 )
 from exporter.settings import Settings
